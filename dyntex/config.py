@@ -1,0 +1,166 @@
+"""One source of defaults for training, sampling and synthesis.
+
+A :class:`Config` is a flat dataclass of plain values (so it round-trips through JSON, lives in
+checkpoints as a plain dict and maps one-to-one onto CLI flags). Presets are named sets of
+overrides on top of the dataclass defaults. Every consumer — trainer, synthesis, benchmark, speed
+— builds its settings through :func:`make_config`, so a value is defined in exactly one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+ARCHES = ("paper", "fast")
+WINDOWS = ("first", "random")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class Config:
+    """All settings of a run. Defaults are the ``fast`` preset's."""
+
+    preset: str = "fast"        # the preset these settings started from (informative)
+    # -- data -------------------------------------------------------------------------------
+    frames: int = 32            # T: frames per training clip
+    size: int = 64              # S: clips are S x S (aspect-preserving resize + centre crop)
+    window: str = "random"      # "first": the first T frames; "random": a random T-window per draw
+    # -- networks (dyntex.nets) -----------------------------------------------------------------
+    arch: str = "fast"          # "paper": the authors' Exp. 7 networks; "fast": see nets.py
+    latent_channels: int = 16   # channels of the latent X
+    # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
+    langevin_steps: int = 10    # l
+    step_size: float = 0.002    # delta
+    ref_sigma: float = 0.016    # s: std of the Gaussian reference distribution
+    # -- optional latent inference on the generator posterior (Alg. 1 step G1) -----------------
+    infer_steps: int = 0        # l' (0: off, as in the authors' code)
+    infer_step_size: float = 0.003
+    gen_sigma: float = 1.0      # sigma of the generator's residual epsilon
+    # -- optimisation --------------------------------------------------------------------------
+    iters: int = 300
+    chains: int = 2             # m: synthesized clips per iteration
+    batch: int = 1              # observed clips per iteration
+    lr_des: float = 0.01
+    lr_gen: float = 2e-4
+    beta1: float = 0.5
+    # -- run -----------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 50
+    preview_every: int = 50
+    keep_checkpoints: int = 2
+
+    # ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **overrides: Any) -> "Config":
+        """A validated copy with some settings changed."""
+        return _build(self.to_dict(), overrides)
+
+    def model_dict(self) -> dict[str, Any]:
+        """The settings that fix the networks' shapes: a checkpoint only fits a run with these."""
+        return {k: getattr(self, k) for k in MODEL_KEYS}
+
+
+MODEL_KEYS = ("arch", "frames", "size", "latent_channels")
+
+# Named sets of overrides. "paper" is exactly the authors' Exp. 7 (Xie et al., TPAMI; code
+# jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "fast" is the default.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {},
+    "paper": {
+        "arch": "paper", "frames": 64, "size": 128, "window": "first", "latent_channels": 5,
+        "langevin_steps": 10, "step_size": 0.002, "ref_sigma": 0.016,
+        "chains": 2, "lr_des": 0.01, "lr_gen": 2e-4, "beta1": 0.5, "iters": 1000,
+        "checkpoint_every": 50, "preview_every": 50,
+    },
+    # Tiny networks for tests and smoke runs: seconds per run on a laptop.
+    "tiny": {"frames": 8, "size": 16, "latent_channels": 4, "langevin_steps": 3, "iters": 4,
+             "checkpoint_every": 2, "preview_every": 2},
+}
+
+_FIELDS = {f.name: f for f in fields(Config)}
+_TYPES = {"int": int, "float": float, "str": str}
+_POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
+             "preview_every", "keep_checkpoints"}
+_NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed"}
+_POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen"}
+_CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS)}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key not in _FIELDS:
+        close = [k for k in _FIELDS if k.startswith(key[:3])]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"unknown setting '{key}'{hint}")
+    want = _TYPES[_FIELDS[key].type]
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, want):
+        raise ConfigError(f"setting '{key}' must be {want.__name__}, got {value!r}")
+    if key in _POSITIVE and value < 1:
+        raise ConfigError(f"setting '{key}' must be at least 1, got {value}")
+    if key in _NON_NEGATIVE and value < 0:
+        raise ConfigError(f"setting '{key}' must be 0 or more, got {value}")
+    if key in _POSITIVE_FLOAT and not value > 0:
+        raise ConfigError(f"setting '{key}' must be positive, got {value}")
+    if key == "beta1" and not 0 <= value < 1:
+        raise ConfigError(f"setting 'beta1' must be in [0, 1), got {value}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"setting '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    return value
+
+
+def make_config(preset: str = "fast", **overrides: Any) -> Config:
+    """Build a validated config: dataclass defaults < preset < ``overrides``.
+
+    ``None`` values in ``overrides`` are ignored, so CLI options that were not given fall through.
+    """
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset '{preset}' (choose from {', '.join(PRESETS)})")
+    values = {**Config().to_dict(), **PRESETS[preset], "preset": preset}
+    return _build(values, overrides)
+
+
+def _build(values: dict[str, Any], overrides: Mapping[str, Any]) -> Config:
+    values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
+    cfg = Config(**{k: _coerce(k, v) for k, v in values.items()})
+    _check_shapes(cfg)
+    return cfg
+
+
+def _check_shapes(cfg: Config) -> None:
+    from .nets import check_shape  # shape rules live with the networks
+
+    check_shape(cfg.arch, cfg.frames, cfg.size)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON config file into a dict of overrides (validated by :func:`make_config`)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object of settings")
+    preset = data.pop("preset", None)
+    if preset is not None:
+        data["__preset__"] = preset
+    return data
+
+
+def config_from_sources(preset: str | None, file_values: Mapping[str, Any] | None,
+                        overrides: Mapping[str, Any]) -> Config:
+    """Defaults < preset (the flag, else the file's "preset") < config file < explicit overrides."""
+    file_values = dict(file_values or {})
+    file_preset = file_values.pop("__preset__", None)
+    cfg = make_config(preset or file_preset or "fast", **file_values)
+    return cfg.replace(**overrides)

@@ -1,0 +1,133 @@
+"""One cooperative-training iteration ("MCMC teaching") and synthesis over the two networks.
+
+Xie, Lu, Gao, Zhu, Wu, "Cooperative Training of Descriptor and Generator Networks" (TPAMI),
+Algorithm 1. Files, progress bars and checkpoints live in :mod:`dyntex.trainer`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import Config
+from .langevin import infer_latent, revise
+from .nets import Descriptor, Generator, build_nets
+
+Tensor = torch.Tensor
+
+
+class CoopNets(nn.Module):
+    """The descriptor f(Y; theta) and generator g(X; alpha) of one model, with its config."""
+
+    def __init__(self, config: Config):
+        super().__init__()
+        self.config = config
+        self.descriptor: Descriptor
+        self.generator: Generator
+        self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,
+                                                     config.latent_channels)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def draw_latents(self, n: int, frames: int | None = None,
+                     generator: torch.Generator | None = None) -> Tensor:
+        """X ~ N(0, I) for ``n`` clips of ``frames`` frames (training length by default)."""
+        return torch.randn((n, *self.generator.latent_shape(frames)), generator=generator,
+                           device=self.device)
+
+    def revise(self, y: Tensor, steps: int | None = None,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Descriptor Langevin revision of clips ``y`` with the config's delta and s."""
+        cfg = self.config
+        steps = cfg.langevin_steps if steps is None else steps
+        return revise(self.descriptor, y, steps, cfg.step_size, cfg.ref_sigma, generator)
+
+    @torch.no_grad()
+    def synthesize(self, n: int, frames: int | None = None, langevin_steps: int = 0,
+                   generator: torch.Generator | None = None) -> Tensor:
+        """``n`` new clips (n, C, frames, S, S), in model space (nominally [-1, 1]).
+
+        Latents are rendered in groups of the training chain count, so BatchNorm sees batches of
+        the size it was trained with (see :mod:`dyntex.nets`); a last partial group is filled with
+        extra draws that are discarded. ``langevin_steps`` > 0 refines the generator's output by
+        that many descriptor Langevin steps (the descriptor's own sampler).
+        """
+        frames = frames or self.config.frames
+        group = self.config.chains
+        n_groups = -(-n // group)
+        z = self.draw_latents(n_groups * group, frames, generator)
+        clips = torch.cat([self.generator(zg, frames) for zg in z.split(group)])[:n]
+        if langevin_steps:
+            clips = self.revise(clips, langevin_steps, generator)
+        return clips
+
+
+@dataclass
+class Optimizers:
+    descriptor: torch.optim.Optimizer
+    generator: torch.optim.Optimizer
+
+    @classmethod
+    def for_model(cls, model: CoopNets) -> "Optimizers":
+        cfg = model.config
+        return cls(torch.optim.Adam(model.descriptor.parameters(), lr=cfg.lr_des, betas=(cfg.beta1, 0.999)),
+                   torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_gen, betas=(cfg.beta1, 0.999)))
+
+    def state_dict(self) -> dict:
+        return {"descriptor": self.descriptor.state_dict(), "generator": self.generator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.descriptor.load_state_dict(state["descriptor"])
+        self.generator.load_state_dict(state["generator"])
+
+
+def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
+               generator: torch.Generator | None = None) -> dict[str, float]:
+    """One iteration of Algorithm 1 on a batch of observed clips (B, C, T, S, S) in [-1, 1].
+
+    Returns plain floats: the two losses, the mean energies f of observed, generated and revised
+    clips, and how far Langevin moved the generator's output (per-pixel RMS).
+    """
+    cfg = model.config
+    des, gen = model.descriptor, model.generator
+    m = cfg.chains
+
+    # Step G0: X_i ~ N(0, I), Y^_i = g(X_i; alpha).  The graph is kept for step G2 when the latents
+    # are not re-inferred (same batch, same BatchNorm statistics: identical to a second forward).
+    z = model.draw_latents(m, generator=generator)
+    y_gen = gen(z)
+
+    # Step D1: Y~_i = l Langevin steps on p(Y; theta) from Y^_i (Eq. 8); input gradients only.
+    y_rev = model.revise(y_gen.detach(), generator=generator)
+
+    # Step G1 (optional, off by default): X_i <- Langevin on p(X | Y~_i; alpha) (Eq. 16).
+    if cfg.infer_steps:
+        z = infer_latent(gen, z, y_rev, cfg.infer_steps, cfg.infer_step_size, cfg.gen_sigma, generator)
+        y_gen_fit = gen(z)
+    else:
+        y_gen_fit = y_gen
+
+    # Step D2: theta += lr * (mean df/dtheta(Y_obs) - mean df/dtheta(Y~))   (Eq. 9)
+    # The descriptor has no batch-dependent layers, so one forward over both sets is exact.
+    energies = des(torch.cat([observed, y_rev]))
+    e_obs, e_rev = energies[: observed.shape[0]], energies[observed.shape[0]:]
+    des_loss = e_rev.mean() - e_obs.mean()
+    opts.descriptor.zero_grad(set_to_none=True)
+    des_loss.backward()
+    opts.descriptor.step()
+
+    # Step G2: alpha += lr * mean_i (1/sigma^2) (Y~_i - g(X_i)) dg/dalpha  (Eq. 17): regress g(X)
+    # onto the revised clips.
+    gen_loss = (y_rev - y_gen_fit).pow(2).flatten(1).sum(1).mean() / (2 * cfg.gen_sigma ** 2)
+    opts.generator.zero_grad(set_to_none=True)
+    gen_loss.backward()
+    opts.generator.step()
+
+    with torch.no_grad():
+        shift = (y_rev - y_gen.detach()).pow(2).mean().sqrt()
+    stats = torch.stack([des_loss.detach(), gen_loss.detach(), e_obs.detach().mean(),
+                         e_rev.detach().mean(), shift]).tolist()  # one host sync per iteration
+    return dict(zip(("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms"), stats))
