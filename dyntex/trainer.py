@@ -1,0 +1,355 @@
+"""The training loop around :func:`dyntex.coop.train_step`: run folder, checkpoints, metrics,
+previews and resume.
+
+A run folder holds::
+
+    config.json            the run's settings (usable again with --config)
+    metrics.csv            one row per iteration: losses, energies, Langevin shift, seconds
+    checkpoints/step_N.pt  weights-only checkpoints (the newest ``keep_checkpoints`` are kept)
+    samples/step_N.gif     preview samples from fixed latents, and a contact sheet PNG
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import re
+import signal
+import tempfile
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .config import MODEL_KEYS, Config, make_config
+from .coop import CoopNets, Optimizers, train_step
+from .errors import CheckpointError, ConfigError, OutputError
+
+CHECKPOINT_FORMAT = 1
+METRIC_FIELDS = ("step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds")
+PREVIEW_SEED = 12345  # fixed latents for previews, so they are comparable from step to step
+_CKPT_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and atomic files
+# ----------------------------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU; an unavailable explicit choice is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is available (try --device auto)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("--device mps was asked for but Apple MPS is not available (try --device auto)")
+    return torch.device(name)
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: tensors and plain values only, loadable with weights_only=True
+# ----------------------------------------------------------------------------------------------
+def checkpoint_paths(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    found = [(int(m.group(1)), p) for p in folder.glob("step_*.pt") if (m := _CKPT_RE.search(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) onto the CPU, or raise CheckpointError."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"refusing to load {path}: it holds Python objects, not just tensors "
+                              "(a weights-only checkpoint is required; it may be unsafe)") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__})") from None
+    needed = {"format", "step", "config", "descriptor", "generator"}
+    if not isinstance(state, dict) or not needed <= state.keys():
+        raise CheckpointError(f"{path} is not a dyntex checkpoint")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} has checkpoint format {state['format']}, this dyntex reads "
+                              f"format {CHECKPOINT_FORMAT}")
+    return state
+
+
+def config_from_checkpoint(state: dict[str, Any]) -> Config:
+    try:
+        return make_config(state["config"].get("preset", "fast"), **state["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"checkpoint holds an unusable config: {exc}") from None
+
+
+def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[CoopNets, dict[str, Any]]:
+    """The newest model of a run folder, and its checkpoint's metadata (step, fps, source)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    paths = checkpoint_paths(run_dir)
+    if not paths:
+        raise CheckpointError(f"no checkpoint in {run_dir}/checkpoints (train first: dyntex train ... --out {run_dir})")
+    state = load_checkpoint(paths[-1])
+    model = CoopNets(config_from_checkpoint(state))
+    _load_weights(model, state, paths[-1])
+    device = resolve_device(device) if isinstance(device, str) else device
+    return model.to(device), {"step": state["step"], **state.get("meta", {})}
+
+
+def _load_weights(model: CoopNets, state: dict[str, Any], path: Path) -> None:
+    try:
+        model.descriptor.load_state_dict(state["descriptor"])
+        model.generator.load_state_dict(state["generator"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{path} does not fit this model ({str(exc).splitlines()[0]})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Observed data
+# ----------------------------------------------------------------------------------------------
+class TensorClips:
+    """Observed clips already in model space, (N, C, T, S, S); draws ``batch`` of them at random."""
+
+    def __init__(self, clips: torch.Tensor):
+        if clips.ndim != 5:
+            raise ConfigError(f"observed clips must be (N, C, T, S, S); got shape {tuple(clips.shape)}")
+        self.clips = clips
+
+    def observed(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(len(self.clips), (batch,), generator=generator)
+        return self.clips[idx]
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+class Trainer:
+    """Trains a :class:`CoopNets` model; with a ``run_dir`` it also writes checkpoints and logs.
+
+    >>> cfg = make_config("fast", iters=300)
+    >>> model = Trainer(cfg, run_dir="runs/fire").fit(clips)     # doctest: +SKIP
+    >>> model.synthesize(3, generator=torch.Generator().manual_seed(0))  # doctest: +SKIP
+    """
+
+    def __init__(self, config: Config, run_dir: str | Path | None = None, resume: bool = False,
+                 meta: dict[str, Any] | None = None, progress: bool = False,
+                 on_preview: Callable[[Path, int, torch.Tensor], None] | None = None):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.meta = dict(meta or {})
+        self.progress = progress
+        self.on_preview = on_preview
+        self.device = resolve_device(config.device)
+        torch.manual_seed(config.seed)  # network initialisation
+        self.model = CoopNets(config).to(self.device)
+        self.opts = Optimizers.for_model(self.model)
+        self.step = 0
+        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)       # latents, Langevin
+        self.data_rng = torch.Generator().manual_seed(config.seed + 1)                # observed windows
+        self._saved_step = -1
+        if self.run_dir is not None:
+            self._prepare_run_dir(resume)
+
+    @property
+    def config(self) -> Config:
+        return self.model.config
+
+    # -- run folder --------------------------------------------------------------------------
+    def _prepare_run_dir(self, resume: bool) -> None:
+        assert self.run_dir is not None
+        existing = checkpoint_paths(self.run_dir) if self.run_dir.is_dir() else []
+        if existing and not resume:
+            raise CheckpointError(f"{self.run_dir} already holds a trained run (step "
+                                  f"{_CKPT_RE.search(existing[-1].name).group(1)}); use --resume to "
+                                  "continue it or choose another --out")
+        if resume and existing:
+            self._restore(load_checkpoint(existing[-1]), existing[-1])
+        write_json(self.run_dir / "config.json", self.config.to_dict())
+        self._trim_metrics()
+
+    def _restore(self, state: dict[str, Any], path: Path) -> None:
+        saved = config_from_checkpoint(state)
+        mismatch = {k: (getattr(saved, k), getattr(self.config, k)) for k in MODEL_KEYS
+                    if getattr(saved, k) != getattr(self.config, k)}
+        if mismatch:
+            diff = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in mismatch.items())
+            raise CheckpointError(f"cannot resume {path}: the networks differ ({diff})")
+        _load_weights(self.model, state, path)
+        try:
+            self.opts.load_state_dict(state["optimizers"])
+            self.rng.set_state(state["rng"]["train"])
+            self.data_rng.set_state(state["rng"]["data"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"{path} lacks a usable optimizer or RNG state ({exc})") from None
+        self.step = self._saved_step = int(state["step"])
+        self.meta = {**state.get("meta", {}), **self.meta}
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_N.pt`` atomically and prune old ones."""
+        assert self.run_dir is not None
+        state = {
+            "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.config.to_dict(),
+            "descriptor": self.model.descriptor.state_dict(),
+            "generator": self.model.generator.state_dict(),
+            "optimizers": self.opts.state_dict(),
+            "rng": {"train": self.rng.get_state(), "data": self.data_rng.get_state()},
+            "meta": self.meta,
+        }
+        path = self.run_dir / "checkpoints" / f"step_{self.step:06d}.pt"
+        atomic_write(path, lambda p: torch.save(state, p))
+        self._saved_step = self.step
+        for old in checkpoint_paths(self.run_dir)[: -self.config.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _metrics_path(self) -> Path:
+        assert self.run_dir is not None
+        return self.run_dir / "metrics.csv"
+
+    def _trim_metrics(self) -> None:
+        """Keep the metric rows up to the restored step (work after the checkpoint was lost)."""
+        path = self._metrics_path()
+        rows = []
+        if path.exists():
+            with path.open(newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= self.step]
+
+        def write(p: Path) -> None:
+            with p.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, METRIC_FIELDS)
+                w.writeheader()
+                w.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in rows)
+
+        atomic_write(path, write)
+
+    def _log(self, row: dict[str, float]) -> None:
+        with self._metrics_path().open("a", newline="") as fh:
+            csv.DictWriter(fh, METRIC_FIELDS).writerow({k: f"{row[k]:.6g}" if k != "step" else row[k]
+                                                        for k in METRIC_FIELDS})
+
+    def preview(self) -> torch.Tensor:
+        """Samples from fixed latents (same every time), for watching training progress."""
+        g = torch.Generator(device=self.device).manual_seed(PREVIEW_SEED)
+        return self.model.synthesize(self.config.chains, generator=g)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, data: Any, iters: int | None = None) -> CoopNets:
+        """Train until step ``iters`` (default: the config's) on ``data``.
+
+        ``data`` is a tensor of observed clips (N, C, T, S, S) in [-1, 1] or any object with
+        ``observed(batch, generator) -> tensor`` (e.g. :class:`dyntex.clips.WindowSampler`).
+        Ctrl-C saves a checkpoint before the KeyboardInterrupt propagates.
+        """
+        if isinstance(data, torch.Tensor):
+            data = TensorClips(data)
+        total = self.config.iters if iters is None else iters
+        bar = _progress(self.step, total, enabled=self.progress)
+        start = time.perf_counter()
+        done_before = self._elapsed_before()
+        try:
+            with _DeferredInterrupt() as interrupt:
+                while self.step < total:
+                    observed = data.observed(self.config.batch, self.data_rng).to(self.device)
+                    stats = train_step(self.model, self.opts, observed, self.rng)
+                    self.step += 1
+                    row = {"step": self.step, **stats, "seconds": done_before + time.perf_counter() - start}
+                    if self.run_dir is not None:
+                        self._log(row)
+                        self._periodic()
+                    bar.update(1)
+                    bar.set_postfix(des=f"{stats['des_loss']:.3g}", gen=f"{stats['gen_loss']:.3g}",
+                                    f_obs=f"{stats['energy_obs']:.3g}", f_syn=f"{stats['energy_syn']:.3g}")
+                    if interrupt.requested:
+                        if self.run_dir is not None:
+                            self.save_checkpoint()
+                        raise KeyboardInterrupt
+        finally:
+            bar.close()
+        if self.run_dir is not None and self._saved_step != self.step:
+            self.save_checkpoint()
+        return self.model
+
+    def _periodic(self) -> None:
+        cfg = self.config
+        if self.step % cfg.checkpoint_every == 0:
+            self.save_checkpoint()
+        if self.step % cfg.preview_every == 0 and self.on_preview is not None:
+            self.on_preview(self.run_dir / "samples", self.step, self.preview())
+
+    def _elapsed_before(self) -> float:
+        """Wall seconds already spent in this run (from its metrics), so 'seconds' accumulates."""
+        if self.run_dir is None or not self._metrics_path().exists():
+            return 0.0
+        with self._metrics_path().open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        try:
+            return float(rows[-1]["seconds"]) if rows else 0.0
+        except (KeyError, ValueError):
+            return 0.0
+
+
+class _DeferredInterrupt:
+    """Turn the first Ctrl-C into a flag checked between iterations (so the checkpoint written on
+    interrupt holds a consistent state); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _progress(initial: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="it", dynamic_ncols=True,
+                desc="train")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """The metrics CSV as a list of dicts of floats."""
+    path = Path(run_dir) / "metrics.csv"
+    with path.open(newline="") as fh:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]

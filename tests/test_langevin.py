@@ -1,0 +1,76 @@
+"""Langevin samplers on energies whose answer is known in closed form."""
+import pytest
+import torch
+
+from dyntex.langevin import infer_latent, langevin, revise
+from dyntex.nets import build_nets
+
+
+def _discrete_var(precision: float, step: float) -> float:
+    """Stationary variance of x' = x - (d^2/2) P x + d U  (exact for the discretised chain)."""
+    a = 1.0 - 0.5 * step ** 2 * precision
+    return step ** 2 / (1.0 - a * a)
+
+
+def _run(energy, s, step, steps=500, shape=(2500, 16), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return revise(energy, torch.zeros(shape, dtype=torch.float64), steps, step, s, g)
+
+
+def test_zero_energy_stationary_variance_is_reference_variance():
+    s, step = 1.0, 0.2
+    y = _run(lambda y: torch.zeros(y.shape[0], dtype=y.dtype) + 0 * y.sum(1), s, step)
+    var = y.var().item()
+    assert var == pytest.approx(_discrete_var(1 / s ** 2, step), rel=0.03)
+    assert var == pytest.approx(s ** 2, rel=0.04)  # discretisation bias is ~1 % at this step
+    assert abs(y.mean().item()) < 0.02
+
+
+def test_quadratic_energy_matches_closed_form():
+    # f(y) = -(c/2)|y - mu|^2 with reference N(0, s^2): Gaussian with precision c + 1/s^2 and
+    # mean c mu / (c + 1/s^2).
+    s, c, mu, step = 0.5, 3.0, 0.8, 0.15
+    y = _run(lambda y: -0.5 * c * (y - mu).pow(2).sum(1), s, step)
+    precision = c + 1 / s ** 2
+    assert y.mean().item() == pytest.approx(c * mu / precision, abs=0.01)
+    assert y.var().item() == pytest.approx(_discrete_var(precision, step), rel=0.03)
+
+
+def test_same_generator_same_chain_and_different_seed_differs():
+    f = lambda y: -(y ** 2).sum(1)
+    a = _run(f, 1.0, 0.1, steps=5, shape=(3, 4), seed=7)
+    b = _run(f, 1.0, 0.1, steps=5, shape=(3, 4), seed=7)
+    c = _run(f, 1.0, 0.1, steps=5, shape=(3, 4), seed=8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_sampling_leaves_parameter_gradients_untouched():
+    des, _ = build_nets("fast", 8, 16, 4)
+    y0 = torch.randn(2, 3, 8, 16, 16)
+    revise(des, y0, 3, 0.002, 0.016, torch.Generator().manual_seed(0))
+    assert all(p.grad is None for p in des.parameters())
+    for p in des.parameters():
+        p.grad = torch.ones_like(p)
+    revise(des, y0, 3, 0.002, 0.016, torch.Generator().manual_seed(0))
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in des.parameters())
+
+
+def test_latent_inference_targets_linear_gaussian_posterior():
+    # g(x) = W x: posterior of x given y is Gaussian with precision I + W^T W / sigma^2.
+    torch.manual_seed(0)
+    d, k, sigma, step = 6, 3, 0.7, 0.1
+    W = torch.randn(d, k, dtype=torch.float64) * 0.5
+    y = torch.randn(d, dtype=torch.float64)
+    P = torch.eye(k, dtype=torch.float64) + W.T @ W / sigma ** 2
+    mean = torch.linalg.solve(P, W.T @ y / sigma ** 2)
+    n = 20000
+    x = infer_latent(lambda x: x @ W.T, torch.zeros(n, k, dtype=torch.float64), y.expand(n, d),
+                     400, step, sigma, torch.Generator().manual_seed(1))
+    assert torch.allclose(x.mean(0), mean, atol=0.03)
+    cov = torch.cov(x.T)
+    assert torch.allclose(cov, torch.linalg.inv(P), atol=0.03)
+
+
+def test_langevin_zero_steps_is_identity():
+    x = torch.randn(3, 2)
+    assert torch.equal(langevin(lambda x: -x, x, 0, 0.1), x)

@@ -1,0 +1,88 @@
+"""Layer shapes of the paper networks (exactly the authors' Exp. 7) and of the fast networks."""
+import pytest
+import torch
+
+from dyntex.config import make_config
+from dyntex.errors import ConfigError
+from dyntex.nets import build_nets
+
+
+def _trace(body, x):
+    shapes = []
+    for layer in body:
+        x = layer(x)
+        if isinstance(layer, (torch.nn.Conv3d, torch.nn.ConvTranspose3d)):
+            shapes.append((layer.kernel_size, tuple(x.shape[1:])))
+    return shapes, x
+
+
+def test_paper_networks_at_paper_size():
+    with torch.device("meta"):  # shapes only: the paper generator has 169 M parameters
+        des, gen = build_nets("paper", 64, 128, 5)
+        z = torch.empty(2, *gen.latent_shape())
+        assert gen.latent_shape() == (5, 10, 1, 1)  # 50 latent numbers
+        g_shapes, y = _trace(gen.body, z)
+        d_shapes, _ = _trace(des.body, y)
+    assert g_shapes == [
+        ((5, 1, 1), (256, 14, 1, 1)),
+        ((5, 32, 32), (128, 32, 32, 32)),
+        ((5, 5, 5), (64, 64, 64, 64)),
+        ((2, 5, 5), (3, 65, 128, 128)),  # 'SAME' crop to 64 frames follows
+    ]
+    assert tuple(y.shape) == (2, 3, 64, 128, 128)
+    assert d_shapes == [
+        ((5, 5, 5), (120, 32, 64, 64)),
+        ((5, 64, 64), (30, 16, 1, 1)),
+        ((5, 1, 1), (10, 8, 1, 1)),
+    ]
+    strides = [l.stride for l in des.body if isinstance(l, torch.nn.Conv3d)]
+    assert strides == [(2, 2, 2), (2, 1, 1), (2, 1, 1)]
+    assert sum(isinstance(l, torch.nn.BatchNorm3d) for l in gen.body) == 3
+    assert sum(isinstance(l, torch.nn.ReLU) for l in des.body) == 2
+
+
+def test_paper_networks_scaled_down_run_and_are_initialised_as_the_paper():
+    torch.manual_seed(0)
+    des, gen = build_nets("paper", 32, 64, 5)
+    assert gen.latent_shape() == (5, 2, 1, 1)
+    g_shapes, y = _trace(gen.body, torch.randn(2, *gen.latent_shape()))
+    assert [s for _, s in g_shapes] == [(256, 6, 1, 1), (128, 16, 16, 16), (64, 32, 32, 32), (3, 33, 64, 64)]
+    assert tuple(y.shape) == (2, 3, 32, 64, 64) and y.abs().max() <= 1
+    d_shapes, _ = _trace(des.body, y)
+    assert [k for k, _ in d_shapes][1] == (5, 32, 32)
+    assert [s for _, s in d_shapes] == [(120, 16, 32, 32), (30, 8, 1, 1), (10, 4, 1, 1)]
+    w = des.body[0].weight
+    assert w.std().item() == pytest.approx(0.001, rel=0.05) and des.body[0].bias.abs().max() == 0
+    assert gen.body[0].weight.std().item() == pytest.approx(0.005, rel=0.05)
+    assert des(y).shape == (2,)
+
+
+def test_descriptor_energy_is_sum_of_last_layer():
+    des, gen = build_nets("fast", 8, 16, 4)
+    y = torch.randn(3, 3, 8, 16, 16)
+    assert torch.allclose(des(y), des.body(y).sum(dim=(1, 2, 3, 4)))
+
+
+def test_fast_generator_renders_margin_and_longer_clips():
+    _, gen = build_nets("fast", 32, 64, 16)
+    assert gen.latent_shape() == (16, 8, 1, 1)  # 128 latent numbers
+    z = torch.randn(2, *gen.latent_shape())
+    assert gen.body(z).shape[2] == 40 and gen(z).shape == (2, 3, 32, 64, 64)
+    # temporally convolutional: a longer latent renders a longer clip
+    z = torch.randn(2, *gen.latent_shape(70))
+    assert gen(z, 70).shape == (2, 3, 70, 64, 64)
+
+
+def test_batchnorm_has_no_train_eval_gap():
+    torch.manual_seed(0)
+    _, gen = build_nets("fast", 8, 16, 4)
+    z = torch.randn(2, *gen.latent_shape())
+    gen.train(); a = gen(z)
+    gen.eval(); b = gen(z)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("arch,frames,size", [("paper", 30, 64), ("paper", 64, 66), ("fast", 30, 64), ("fast", 32, 60)])
+def test_unbuildable_shapes_are_config_errors(arch, frames, size):
+    with pytest.raises(ConfigError):
+        make_config("fast", arch=arch, frames=frames, size=size)
