@@ -127,6 +127,11 @@ def make_config(preset: str = "fast", **overrides: Any) -> Config:
     return _build(values, overrides)
 
 
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    """A config from a complete plain dict (``config.json``, a checkpoint), validated."""
+    return _build(Config().to_dict(), values)
+
+
 def _build(values: dict[str, Any], overrides: Mapping[str, Any]) -> Config:
     values = {**values, **{k: v for k, v in overrides.items() if v is not None}}
     cfg = Config(**{k: _coerce(k, v) for k, v in values.items()})

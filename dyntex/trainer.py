@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from .config import MODEL_KEYS, Config, make_config
+from .config import MODEL_KEYS, Config, config_from_dict
 from .coop import CoopNets, Optimizers, train_step
 from .errors import CheckpointError, ConfigError, OutputError
 
@@ -107,7 +107,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def config_from_checkpoint(state: dict[str, Any]) -> Config:
     try:
-        return make_config(state["config"].get("preset", "fast"), **state["config"])
+        return config_from_dict(state["config"])
     except ConfigError as exc:
         raise CheckpointError(f"checkpoint holds an unusable config: {exc}") from None
 
@@ -139,16 +139,20 @@ def _load_weights(model: CoopNets, state: dict[str, Any], path: Path) -> None:
 # Observed data
 # ----------------------------------------------------------------------------------------------
 class TensorClips:
-    """Observed clips already in model space, (N, C, T, S, S); draws ``batch`` of them at random."""
+    """Observed clips already in model space, (N, C, T, S, S).
 
-    def __init__(self, clips: torch.Tensor):
+    ``observed(None)`` gives all of them; ``observed(b)`` draws ``b`` at random.
+    """
+
+    def __init__(self, clips: torch.Tensor, generator: torch.Generator):
         if clips.ndim != 5:
             raise ConfigError(f"observed clips must be (N, C, T, S, S); got shape {tuple(clips.shape)}")
-        self.clips = clips
+        self.clips, self.generator = clips, generator
 
-    def observed(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(len(self.clips), (batch,), generator=generator)
-        return self.clips[idx]
+    def observed(self, batch: int | None = None) -> torch.Tensor:
+        if batch is None:
+            return self.clips
+        return self.clips[torch.randint(len(self.clips), (batch,), generator=self.generator)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,6 +181,7 @@ class Trainer:
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed)       # latents, Langevin
         self.data_rng = torch.Generator().manual_seed(config.seed + 1)                # observed windows
         self._saved_step = -1
+        self.last_stats: dict[str, float] | None = None
         if self.run_dir is not None:
             self._prepare_run_dir(resume)
 
@@ -266,12 +271,14 @@ class Trainer:
     def fit(self, data: Any, iters: int | None = None) -> CoopNets:
         """Train until step ``iters`` (default: the config's) on ``data``.
 
-        ``data`` is a tensor of observed clips (N, C, T, S, S) in [-1, 1] or any object with
-        ``observed(batch, generator) -> tensor`` (e.g. :class:`dyntex.clips.WindowSampler`).
-        Ctrl-C saves a checkpoint before the KeyboardInterrupt propagates.
+        ``data`` is a tensor of observed clips (N, C, T, S, S) in [-1, 1], or a list of decoded
+        :class:`dyntex.video.Video` (cut into T-frame windows by the config's ``window`` rule).
+        With ``window="first"`` every iteration sees all observed clips (as the authors' code);
+        with ``"random"`` it sees ``batch`` random T-windows. Ctrl-C saves a checkpoint at the end
+        of the current iteration, then raises KeyboardInterrupt.
         """
-        if isinstance(data, torch.Tensor):
-            data = TensorClips(data)
+        data = self._sampler(data)
+        batch = None if self.config.window == "first" else self.config.batch
         total = self.config.iters if iters is None else iters
         bar = _progress(self.step, total, enabled=self.progress)
         start = time.perf_counter()
@@ -279,9 +286,10 @@ class Trainer:
         try:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
-                    observed = data.observed(self.config.batch, self.data_rng).to(self.device)
+                    observed = data.observed(batch).to(self.device)
                     stats = train_step(self.model, self.opts, observed, self.rng)
                     self.step += 1
+                    self.last_stats = stats
                     row = {"step": self.step, **stats, "seconds": done_before + time.perf_counter() - start}
                     if self.run_dir is not None:
                         self._log(row)
@@ -298,6 +306,13 @@ class Trainer:
         if self.run_dir is not None and self._saved_step != self.step:
             self.save_checkpoint()
         return self.model
+
+    def _sampler(self, data: Any) -> Any:
+        from .clips import WindowSampler
+
+        if isinstance(data, torch.Tensor):
+            return TensorClips(data, self.data_rng)
+        return WindowSampler(list(data), self.config.frames, self.config.window, self.data_rng)
 
     def _periodic(self) -> None:
         cfg = self.config

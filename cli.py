@@ -1,0 +1,164 @@
+"""The ``dyntex`` command: parses options, calls the library, turns its errors into one line.
+
+No maths here: every job lives in :mod:`dyntex.api` (and :mod:`eval.benchmark`).
+"""
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dyntex.config import PRESETS, config_from_sources, load_config_file
+from dyntex.errors import DyntexError
+
+# Exit codes: 1 = bad input / settings / outputs (one line on stderr), 130 = interrupted.
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+class _Group(click.Group):
+    """Runs a command and maps failures to one clear line and a non-zero exit (``--debug``:
+    the full traceback instead)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except DyntexError as exc:
+            if debug:
+                raise
+            _fail(f"error: {exc}", EXIT_ERROR)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            _fail("interrupted (a checkpoint was saved if training had started; continue with --resume)",
+                  EXIT_INTERRUPTED)
+        except MemoryError:
+            if debug:
+                raise
+            _fail("error: out of memory (try a smaller --size, --frames or --chains)", EXIT_ERROR)
+        except Exception as exc:  # a bug, not bad input: still one line unless --debug
+            if debug:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, "
+                  "and please report it)", EXIT_ERROR)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(message.splitlines()[0] if message else "error", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=_Group)
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="dyntex")
+def main(debug: bool) -> None:
+    """dyntex: learn dynamic textures from video (CoopNets) and synthesize new clips."""
+    if not debug:
+        warnings.simplefilter("ignore", category=UserWarning)
+        from dyntex.video import InputWarning
+
+        warnings.simplefilter("always", category=InputWarning)
+        warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
+
+
+def _training_options(f):
+    """Options that override the config (None = not given, so the preset/config file decides)."""
+    opts = [
+        click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+                     help="Starting settings: fast (default, ~10 min on a laptop CPU), paper "
+                          "(the authors' exact Exp. 7 networks, 64 x 128^2), tiny (smoke tests)."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="JSON file of settings (keys as in RUN_DIR/config.json)."),
+        click.option("--frames", type=int, help="Frames T per training clip."),
+        click.option("--size", type=int, help="Frame side S (aspect-preserving resize + centre crop)."),
+        click.option("--window", type=click.Choice(["first", "random"]), default=None,
+                     help="first: the first T frames; random: a random T-window per iteration."),
+        click.option("--iters", type=int, help="Training iterations."),
+        click.option("--chains", type=int, help="Synthesized clips (Langevin chains) per iteration."),
+        click.option("--langevin-steps", type=int, help="Descriptor Langevin steps l per iteration."),
+        click.option("--step-size", type=float, help="Langevin step size delta."),
+        click.option("--ref-sigma", type=float, help="Std s of the descriptor's Gaussian reference."),
+        click.option("--lr-des", type=float, help="Descriptor learning rate (Adam)."),
+        click.option("--lr-gen", type=float, help="Generator learning rate (Adam)."),
+        click.option("--seed", type=int, help="Seed of all random draws."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+                     help="Where to train (auto: CUDA, then MPS, then CPU)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+_OVERRIDES = ("frames", "size", "window", "iters", "chains", "langevin_steps", "step_size",
+              "ref_sigma", "lr_des", "lr_gen", "seed", "device")
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: config.json, metrics.csv, checkpoints/, samples/.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_training_options
+def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | None,
+          config_file: Path | None, **flags: Any) -> None:
+    """Train a CoopNets model on INPUT (a video, a gif, a folder of frames, or a folder of those)."""
+    from dyntex import api
+
+    saved = out / "config.json"
+    file_values = load_config_file(config_file) if config_file else None
+    if resume and saved.exists() and file_values is None and preset is None:
+        file_values = load_config_file(saved)  # continue with the run's own settings
+    cfg = config_from_sources(preset, file_values, {k: flags[k] for k in _OVERRIDES})
+    trainer = api.train(input_path, out, cfg, resume=resume, progress=not quiet)
+    last = trainer.last_stats
+    click.echo(f"trained {out} to step {trainer.step}" + (
+        f": des_loss {last['des_loss']:.4g}, gen_loss {last['gen_loss']:.4g}, "
+        f"f(observed) {last['energy_obs']:.4g}, f(revised) {last['energy_syn']:.4g}" if last else ""))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-n", "n", type=int, default=3, show_default=True, help="Number of clips.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder.")
+@click.option("--format", "formats", default="mp4,gif", show_default=True,
+              help="Comma-separated subset of mp4, gif, png (frame folders), npy (float [0,1]).")
+@click.option("--frames", type=int, default=None,
+              help="Frames per clip (default: the training length; longer is allowed).")
+@click.option("--langevin-steps", type=int, default=0, show_default=True,
+              help="Refine the generator's clips by K descriptor Langevin steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+def synthesize(run_dir: Path, n: int, out: Path, formats: str, frames: int | None,
+               langevin_steps: int, seed: int, device: str) -> None:
+    """Sample N new clips from the model trained in RUN_DIR."""
+    from dyntex import api
+
+    fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    written = api.synthesize(run_dir, n, out, fmts, frames=frames, langevin_steps=langevin_steps,
+                             seed=seed, device=device)
+    click.echo(f"wrote {len(written)} outputs to {out}")
+
+
+@main.command()
+@click.option("--out", "-o", default="demo_out", show_default=True,
+              type=click.Path(file_okay=False, path_type=Path))
+@click.option("--iters", type=int, default=None, help="Training iterations (default: the fast preset's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
+    """Train the fast preset on the shipped water clip and write samples and a contact sheet."""
+    from dyntex import api
+
+    paths = api.demo(out, iters=iters, progress=not quiet, device=device)
+    click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""High-level jobs: train on a path, synthesize from a run folder, the demo.
+
+These are what the ``dyntex`` command calls (``cli.py`` only parses options and turns
+:class:`~dyntex.errors.DyntexError` into one-line messages); they are equally usable from Python.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .clips import fps_of, load_inputs
+from .config import Config, make_config
+from .errors import ConfigError
+from .trainer import Trainer, load_model
+from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, write_outputs, write_png, write_video
+
+
+def preview_writer(fps: float, observed: np.ndarray | None = None):
+    """A ``Trainer`` preview callback writing ``samples/step_N.gif`` and a contact sheet PNG."""
+
+    def write(folder: Path, step: int, clips: torch.Tensor) -> None:
+        frames = from_model(clips)
+        write_video(folder / f"step_{step:06d}.gif", np.concatenate(list(frames), axis=2), fps)
+        rows = ([observed] if observed is not None else []) + list(frames)
+        write_png(folder / f"step_{step:06d}.png", contact_sheet(rows))
+
+    return write
+
+
+def train(inputs: str | Path | list[Video], out: str | Path, config: Config, resume: bool = False,
+          progress: bool = False) -> Trainer:
+    """Train into run folder ``out`` on ``inputs``: a path (video file, gif, frame folder or a
+    folder of those) or videos already decoded with :func:`dyntex.clips.load_inputs`."""
+    videos = inputs if isinstance(inputs, list) else load_inputs(inputs, config.frames, config.size)
+    fps = fps_of(videos)
+    source = ", ".join(v.name for v in videos) if isinstance(inputs, list) else str(inputs)
+    trainer = Trainer(config, run_dir=out, resume=resume, progress=progress,
+                      meta={"fps": fps, "source": source},
+                      on_preview=preview_writer(fps, videos[0].frames[: config.frames]))
+    trainer.fit(videos)
+    return trainer
+
+
+def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[str] = ("mp4", "gif"),
+               frames: int | None = None, langevin_steps: int = 0, seed: int = 0,
+               device: str = "auto") -> list[Path]:
+    """Write ``n`` clips sampled from a trained run (``sample_000.mp4`` ...); returns the paths."""
+    if n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    if frames is not None and frames < 1:
+        raise ConfigError(f"--frames must be at least 1, got {frames}")
+    if langevin_steps < 0:
+        raise ConfigError(f"--langevin-steps must be 0 or more, got {langevin_steps}")
+    unknown = set(formats) - set(OUTPUT_FORMATS)
+    if unknown or not formats:
+        raise ConfigError(f"unknown format(s) {', '.join(sorted(unknown)) or '(none given)'}; "
+                          f"choose from {', '.join(OUTPUT_FORMATS)}")
+    model, meta = load_model(run_dir, device)
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    clips = from_model(model.synthesize(n, frames=frames, langevin_steps=langevin_steps, generator=g))
+    written: list[Path] = []
+    for i, clip in enumerate(clips):
+        written += write_outputs(out, f"sample_{i:03d}", clip, meta.get("fps", 25.0), formats)
+    return written
+
+
+def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:
+    """The main job on the shipped sample: train the fast preset on ``data/water.mp4``, then write
+    three synthesized clips (mp4 + gif) and a contact sheet (observed row above synthesized rows)."""
+    from .sample_data import sample_clip
+
+    out = Path(out)
+    cfg = make_config("fast", iters=iters, **overrides)
+    videos = load_inputs(sample_clip(), cfg.frames, cfg.size)
+    trainer = train(videos, out / "run", cfg, resume=(out / "run" / "checkpoints").is_dir(), progress=progress)
+    g = torch.Generator(device=trainer.device).manual_seed(cfg.seed)
+    samples = from_model(trainer.model.synthesize(3, generator=g))
+    fps = trainer.meta.get("fps", 25.0)
+    for i, s in enumerate(samples):
+        write_outputs(out, f"sample_{i:03d}", s, fps, ("mp4", "gif"))
+    observed = videos[0].frames[: cfg.frames]
+    sheet = write_png(out / "contact_sheet.png",
+                      contact_sheet([observed, *samples], labels=["observed", "sample 1", "sample 2", "sample 3"]))
+    return {"run": out / "run", "samples": out, "contact_sheet": sheet}
