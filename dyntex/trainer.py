@@ -144,9 +144,11 @@ class TensorClips:
     ``observed(None)`` gives all of them; ``observed(b)`` draws ``b`` at random.
     """
 
-    def __init__(self, clips: torch.Tensor, generator: torch.Generator):
-        if clips.ndim != 5:
-            raise ConfigError(f"observed clips must be (N, C, T, S, S); got shape {tuple(clips.shape)}")
+    def __init__(self, clips: torch.Tensor, generator: torch.Generator, config: Config):
+        want = (3, config.frames, config.size, config.size)
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != want:
+            raise ConfigError(f"observed clips must be (N, {', '.join(map(str, want))}) for this config; "
+                              f"got {tuple(clips.shape)}")
         self.clips, self.generator = clips, generator
 
     def observed(self, batch: int | None = None) -> torch.Tensor:
@@ -311,7 +313,7 @@ class Trainer:
         from .clips import WindowSampler
 
         if isinstance(data, torch.Tensor):
-            return TensorClips(data, self.data_rng)
+            return TensorClips(data, self.data_rng, self.config)
         return WindowSampler(list(data), self.config.frames, self.config.window, self.data_rng)
 
     def _periodic(self) -> None:
