@@ -1,0 +1,577 @@
+"""Reading and writing video, and the one fixed mapping between pixels and model values.
+
+Layouts
+-------
+- Pixel arrays are ``uint8`` numpy arrays ``(T, H, W, 3)`` (RGB).
+- Model tensors are ``float32`` torch tensors ``(C, T, H, W)`` or ``(B, C, T, H, W)`` in [-1, 1].
+- Metric / ``.npy`` arrays are ``float32`` ``(T, H, W, 3)`` in [0, 1].
+
+Values move between these spaces only through :data:`PIXEL_TO_MODEL` (``model = pixel / 127.5 - 1``)
+and ``pixel / 255`` for the unit range, never by per-frame or per-clip min/max rescaling, so a dim
+clip stays dim and a low-contrast clip stays low-contrast.
+
+Reading (:func:`read_video`) goes through PyAV for every video container and animated GIF, and
+through Pillow for folders of frame images. Frames are converted to RGB and (when ``size`` is
+given) resized and centre-cropped one by one as they are decoded, so a high-resolution clip never
+sits in memory at full size.
+
+Truncated or corrupt files: if decoding fails after at least one frame was decoded, the frames
+decoded so far are kept and an :class:`InputWarning` says so; if nothing was decoded, an
+:class:`~dyntex.errors.InputError` is raised. A stream that ends cleanly but short of the frame
+count its header reports (a file cut off mid-way) is kept the same way, with the same warning.
+
+Writing (:func:`write_video`, :func:`write_frames`, :func:`write_npy`, :func:`write_png`) always
+writes to a hidden temporary name in the destination folder and renames it into place with
+``os.replace``, so a destination is either the old file or the complete new one. H.264 needs even
+dimensions: an odd width or height is padded by one replicated edge pixel, so reading such an
+``.mp4`` back gives the padded size (e.g. 33x17 -> 34x18). PNG frames and ``.npy`` are lossless.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from dyntex.errors import ConfigError, InputError, OutputError
+
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+"""Extensions of frame images (a folder of these is one video; a single one is not a video)."""
+
+VIDEO_EXTS = frozenset({
+    ".avi", ".mp4", ".m4v", ".mov", ".qt", ".mkv", ".webm", ".gif", ".mpg", ".mpeg", ".ts",
+    ".mts", ".m2ts", ".wmv", ".asf", ".flv", ".ogv", ".3gp", ".y4m", ".dv", ".vob",
+})
+"""Extensions recognised as videos when scanning a folder (:func:`read_video` tries any file)."""
+
+OUTPUT_FORMATS = ("mp4", "gif", "png", "npy")
+"""Formats :func:`write_outputs` can write, in the order it writes them."""
+
+DEFAULT_FPS = 25.0
+"""Frame rate of a frame folder, and of a video whose container states none."""
+
+MAX_PIXELS = 7680 * 4320
+"""Default largest frame (8K UHD) that :func:`read_video` will decode."""
+
+MAX_FRAMES = 1000
+"""Default number of frames :func:`read_video` keeps when ``frames`` is not given."""
+
+MAX_CLIP_BYTES = 4 * 2**30
+"""Largest decoded clip (uint8 bytes) :func:`read_video` will hold; pass ``size`` to shrink it."""
+
+
+@dataclass(frozen=True)
+class PixelMapping:
+    """The affine map between uint8 pixels and model values: ``model = pixel / scale - shift``."""
+
+    scale: float = 127.5
+    shift: float = 1.0
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Map pixel values in [0, 255] to model values in [-1, 1] (float32)."""
+        return pixels.to(torch.float32) / self.scale - self.shift
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Map model values back to (unrounded, unclamped) pixel values."""
+        return (x + self.shift) * self.scale
+
+
+PIXEL_TO_MODEL = PixelMapping()
+"""The single global value mapping: [0, 255] -> [-1, 1]."""
+
+
+class InputWarning(UserWarning):
+    """An input was usable only in part (truncated file, skipped entries of a folder)."""
+
+
+@dataclass
+class Video:
+    """A decoded clip.
+
+    Attributes:
+        frames: uint8 ``(T, H, W, 3)`` RGB frames.
+        fps: frame rate of the source (``DEFAULT_FPS`` for frame folders).
+        name: file stem or folder name, for messages and output names.
+        total_frames: frame count the source reports (``None`` if the container does not say).
+    """
+
+    frames: np.ndarray
+    fps: float
+    name: str
+    total_frames: int | None
+
+
+# --------------------------------------------------------------------------- value mapping
+
+
+def to_model(frames: np.ndarray) -> torch.Tensor:
+    """uint8 ``(T, H, W, C)`` (or ``(B, T, H, W, C)``) -> float32 ``(C, T, H, W)`` (``(B, C, ...)``) in [-1, 1]."""
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim not in (4, 5):
+        raise TypeError("to_model expects a uint8 numpy array (T, H, W, C) or (B, T, H, W, C)")
+    x = PIXEL_TO_MODEL.forward(torch.from_numpy(np.ascontiguousarray(frames)))
+    return x.movedim(-1, -4).contiguous()
+
+
+def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Model values ``(C, T, H, W)`` / ``(B, C, T, H, W)`` -> uint8 ``(T, H, W, C)`` / ``(B, T, H, W, C)``.
+
+    Values are clamped to [-1, 1] and rounded to the nearest pixel value.
+    """
+    x = torch.as_tensor(x).detach().to("cpu", torch.float32)
+    if x.ndim not in (4, 5):
+        raise TypeError("from_model expects (C, T, H, W) or (B, C, T, H, W)")
+    pixels = PIXEL_TO_MODEL.inverse(x.clamp(-1.0, 1.0)).round().clamp(0, 255).to(torch.uint8)
+    return pixels.movedim(-4, -1).contiguous().numpy()
+
+
+def to_unit(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Float32 frames in [0, 1] with channels last, the layout metrics and ``.npy`` files use.
+
+    A uint8 array ``(T, H, W, C)`` is divided by 255. A torch tensor or float array is taken as
+    model values ``(C, T, H, W)`` / ``(B, C, T, H, W)`` and mapped with ``(x + 1) / 2`` (clamped),
+    which agrees exactly with ``pixel / 255`` for ``x = to_model(pixel)``.
+    """
+    if isinstance(x, np.ndarray) and x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    x = torch.as_tensor(x).detach().to("cpu", torch.float32)
+    if x.ndim not in (4, 5):
+        raise TypeError("to_unit expects uint8 (T, H, W, C) or model values (C, T, H, W) / (B, C, T, H, W)")
+    return ((x.clamp(-1.0, 1.0) + 1.0) / 2.0).movedim(-4, -1).contiguous().numpy()
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def resize_crop(frame: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the shorter side is ``size`` (aspect kept), then centre-crop to ``(size, size, C)``.
+
+    Downscaling uses ``cv2.INTER_AREA`` (antialiased), upscaling ``cv2.INTER_CUBIC``; a frame whose
+    shorter side already is ``size`` is only cropped. The crop offset is ``(extra) // 2``.
+    """
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    h, w = frame.shape[:2]
+    channels = frame.shape[2] if frame.ndim == 3 else None
+    scale = size / min(h, w)
+    if scale != 1.0:
+        new_w = max(size, int(round(w * scale)))
+        new_h = max(size, int(round(h * scale)))
+        interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_CUBIC
+        frame = cv2.resize(np.ascontiguousarray(frame), (new_w, new_h), interpolation=interp)
+        if channels is not None and frame.ndim == 2:  # cv2 drops a single channel axis
+            frame = frame[:, :, None]
+        h, w = new_h, new_w
+    top, left = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(frame[top:top + size, left:left + size])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def natural_key(path: Path | str) -> list[str | int]:
+    """Sort key that orders ``frame_2`` before ``frame_10`` (case-insensitive)."""
+    parts = re.split(r"(\d+)", Path(path).name.lower())
+    return [int(p) if i % 2 else p for i, p in enumerate(parts)]
+
+
+def _composite(rgba: np.ndarray) -> np.ndarray:
+    """Composite an RGBA uint8 image over black and return RGB uint8."""
+    alpha = rgba[..., 3:4]
+    if alpha.min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    rgb = (rgba[..., :3].astype(np.uint16) * alpha + 127) // 255
+    return rgb.astype(np.uint8)
+
+
+class _FrameSink:
+    """Collects decoded RGB frames: size checks, immediate resize, consistent shapes, memory budget."""
+
+    def __init__(self, path: Path, size: int | None, max_pixels: int):
+        self.path, self.size, self.max_pixels = path, size, max_pixels
+        self.frames: list[np.ndarray] = []
+        self._bytes = 0
+
+    def check_pixels(self, width: int, height: int) -> None:
+        """Refuse a frame larger than ``max_pixels`` before it is decoded."""
+        if width * height > self.max_pixels:
+            raise InputError(f"{self.path}: frames are {width}x{height}, above the limit of "
+                             f"{self.max_pixels} pixels; downscale the video first")
+
+    def add(self, rgb: np.ndarray) -> None:
+        """Append one uint8 (H, W, 3) frame, resized and cropped when a size was given."""
+        if self.size is not None:
+            rgb = resize_crop(rgb, self.size)
+        elif self.frames and rgb.shape != self.frames[0].shape:
+            first = self.frames[0].shape
+            raise InputError(f"{self.path}: frame {len(self.frames)} is {rgb.shape[1]}x{rgb.shape[0]} but "
+                             f"earlier frames are {first[1]}x{first[0]}; give a size to resize them all")
+        self._bytes += rgb.nbytes
+        if self._bytes > MAX_CLIP_BYTES:
+            raise InputError(f"{self.path}: more than {MAX_CLIP_BYTES // 2**30} GiB of frames at full "
+                             "resolution; give a size or fewer frames")
+        self.frames.append(rgb)
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: permission denied; make it readable")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty (0 bytes)")
+
+
+def _read_image(path: Path, sink: _FrameSink) -> np.ndarray:
+    """Decode one frame image to RGB uint8 (grayscale replicated, alpha composited over black)."""
+    try:
+        with Image.open(path) as img:
+            sink.check_pixels(img.width, img.height)
+            if img.mode.startswith("I"):  # 16/32-bit grayscale, taken as 16-bit
+                gray = np.asarray(img, dtype=np.float64) / 257.0
+                return np.repeat(np.clip(np.round(gray), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+            if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+                return _composite(np.asarray(img.convert("RGBA")))
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise InputError(f"{path}: cannot decode image ({e})") from e
+
+
+def _read_folder(folder: Path, start: int, limit: int, sink: _FrameSink) -> Video:
+    files = sorted((p for p in folder.iterdir()
+                    if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS),
+                   key=natural_key)
+    if not files:
+        raise InputError(f"{folder}: folder holds no frame images ({', '.join(sorted(IMAGE_EXTS))})")
+    chosen = files[start:start + limit]
+    if not chosen:
+        raise InputError(f"{folder}: start={start} is past the last of its {len(files)} frames")
+    for f in chosen:
+        _check_readable(f)
+        sink.add(_read_image(f, sink))
+    return Video(np.stack(sink.frames), DEFAULT_FPS, folder.name, len(files))
+
+
+_TEXT_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+"""FFmpeg demuxers that render any text file as "ANSI art" video: never a dynamic texture."""
+
+
+def _frame_rgb(frame: av.VideoFrame) -> np.ndarray:
+    fmt = frame.format
+    if fmt.has_palette or any(c.is_alpha for c in fmt.components):
+        return _composite(frame.to_ndarray(format="rgba"))
+    return frame.to_ndarray(format="rgb24")
+
+
+def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Video:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable video ({_reason(e)})") from e
+    with container:
+        if container.format.name in _TEXT_DEMUXERS or not container.streams.video:
+            raise InputError(f"{path}: file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        ctx = stream.codec_context
+        if ctx.width and ctx.height:
+            sink.check_pixels(ctx.width, ctx.height)
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        fps = float(rate) if rate and 0 < float(rate) <= 1000 else DEFAULT_FPS
+        total = stream.frames or None
+        decoded = 0
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                if decoded <= start:
+                    continue
+                sink.check_pixels(frame.width, frame.height)
+                sink.add(_frame_rgb(frame))
+                if len(sink.frames) >= limit:
+                    break
+        except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
+            if not sink.frames:
+                raise InputError(f"{path}: corrupt or unsupported video, no frame decoded ({_reason(e)})") from e
+            warnings.warn(f"{path}: decoding stopped after {decoded} frames ({_reason(e)}); "
+                          f"keeping the {len(sink.frames)} frames decoded", InputWarning, stacklevel=3)
+        else:
+            if len(sink.frames) < limit and total is not None and decoded < total:
+                warnings.warn(f"{path}: header says {total} frames but only {decoded} decoded; "
+                              "the file may be truncated", InputWarning, stacklevel=3)
+    if not sink.frames:
+        where = f"after skipping start={start}" if start else "at all"
+        raise InputError(f"{path}: no frames could be decoded {where} ({decoded} in file)")
+    return Video(np.stack(sink.frames), fps, path.stem, total)
+
+
+def _reason(e: BaseException) -> str:
+    """A short one-line reason from a decoder exception."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return " ".join(str(text).split())
+
+
+def read_video(path: str | os.PathLike, frames: int | None = None, size: int | None = None,
+               start: int = 0, max_pixels: int = MAX_PIXELS, max_frames: int = MAX_FRAMES) -> Video:
+    """Decode a video file, animated GIF or folder of frame images into RGB uint8 frames.
+
+    Args:
+        path: a video file (anything PyAV decodes), a GIF, or a folder of frame images
+            (png/jpg/bmp/tif, natural name order, ``DEFAULT_FPS``). A single image is refused.
+        frames: keep at most this many frames; ``None`` keeps up to ``max_frames``.
+        size: if given, each frame is resized (shorter side = ``size``) and centre-cropped to
+            ``size x size`` as soon as it is decoded (see :func:`resize_crop`).
+        start: number of leading frames to skip.
+        max_pixels: refuse frames with more pixels than this (checked from the stream header
+            before decoding when the container reports it).
+        max_frames: the frame cap used when ``frames`` is ``None``.
+
+    Returns:
+        A :class:`Video`; ``frames`` may be shorter than asked when the source is shorter.
+
+    Raises:
+        InputError: missing, unreadable, empty, undecodable, truncated-before-any-frame, zero
+            frames, a single image, or (without ``size``) frames of differing sizes.
+    """
+    path = Path(path)
+    if start < 0 or (frames is not None and frames < 1) or (size is not None and size < 1):
+        raise InputError(f"{path}: frames and size must be positive and start non-negative "
+                         f"(got frames={frames}, size={size}, start={start})")
+    _check_readable(path)
+    sink = _FrameSink(path, size, max_pixels)
+    limit = frames if frames is not None else max_frames
+    if path.is_dir():
+        return _read_folder(path, start, limit, sink)
+    if path.suffix.lower() in IMAGE_EXTS:
+        raise InputError(f"{path}: a single image is not a video; put the frames in a folder and pass the folder")
+    return _read_container(path, start, limit, sink)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _check_frames(frames: np.ndarray) -> None:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
+            or frames.shape[-1] != 3 or 0 in frames.shape:
+        shape = getattr(frames, "shape", None)
+        raise ValueError(f"expected non-empty uint8 frames (T, H, W, 3), got {type(frames).__name__} {shape}")
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds."""
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create output folder {parent}: {_reason(e)}") from e
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: a folder is in the way")
+    tmp = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except (OSError, av.FFmpegError) as e:
+        raise OutputError(f"cannot write {path}: {_reason(e)}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _rate(fps: float) -> Fraction:
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _write_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
+    _, h, w, _ = frames.shape
+    if h % 2 or w % 2:
+        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    with av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=_rate(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "medium"}
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def _gif_palette(frames: np.ndarray) -> Image.Image:
+    """One 256-colour palette for the whole clip (no palette flicker), from up to 16 frames."""
+    picks = frames[np.linspace(0, len(frames) - 1, min(16, len(frames))).round().astype(int)]
+    return Image.fromarray(np.ascontiguousarray(np.concatenate(list(picks), axis=0))).quantize(256)
+
+
+def _write_gif(tmp: Path, frames: np.ndarray, fps: float) -> None:
+    palette_img = _gif_palette(frames)
+    rgb = np.array(palette_img.getpalette(), dtype=np.uint8).reshape(-1, 3)
+    argb = np.zeros((256, 4), dtype=np.uint8)
+    argb[:, 0] = 255
+    argb[:len(rgb), 1:] = rgb
+    with av.open(str(tmp), "w", format="gif", options={"loop": "0"}) as out:
+        stream = out.add_stream("gif", rate=_rate(fps))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "pal8"
+        for i, frame_rgb in enumerate(frames):
+            index = Image.fromarray(frame_rgb).quantize(palette=palette_img, dither=Image.Dither.NONE)
+            frame = av.VideoFrame.from_ndarray((np.asarray(index), argb), format="pal8")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
+    """Write uint8 ``(T, H, W, 3)`` frames as ``.mp4`` (H.264 yuv420p, crf 18) or ``.gif`` (loops forever).
+
+    Odd mp4 dimensions are padded by one edge-replicated pixel. GIF frames share one global
+    256-colour palette and last ``1000 / fps`` ms (GIF stores hundredths of a second).
+
+    Raises:
+        OutputError: the destination cannot be written, or the extension is not .mp4/.gif.
+    """
+    path = Path(path)
+    _check_frames(frames)
+    writers = {".mp4": _write_mp4, ".gif": _write_gif}
+    writer = writers.get(path.suffix.lower())
+    if writer is None:
+        raise OutputError(f"cannot write {path}: video extension must be .mp4 or .gif")
+    with _atomic(path) as tmp:
+        writer(tmp, frames, fps)
+    return path
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
+    """Write one uint8 ``(H, W, 3)`` or ``(H, W)`` image as PNG, atomically."""
+    path = Path(path)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3):
+        raise ValueError(f"expected a uint8 (H, W, 3) or (H, W) image, got {image.dtype} {image.shape}")
+    with _atomic(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
+    return path
+
+
+def write_frames(folder: str | os.PathLike, frames: np.ndarray) -> Path:
+    """Write frames as ``frame_0000.png`` ... into ``folder`` (created if needed).
+
+    Each file is written atomically; numbered ``frame_*.png`` files left from an earlier, longer
+    clip are removed so the folder holds exactly this clip.
+    """
+    folder = Path(folder)
+    _check_frames(frames)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"cannot write frames to {folder}: it is a file, not a folder")
+    digits = max(4, len(str(len(frames) - 1)))
+    names = {f"frame_{i:0{digits}d}.png" for i in range(len(frames))}
+    for i, frame in enumerate(frames):
+        write_png(folder / f"frame_{i:0{digits}d}.png", frame)
+    try:
+        for stale in folder.glob("frame_*.png"):
+            if re.fullmatch(r"frame_\d+\.png", stale.name) and stale.name not in names:
+                stale.unlink()
+    except OSError as e:
+        raise OutputError(f"cannot clean old frames in {folder}: {_reason(e)}") from e
+    return folder
+
+
+def write_npy(path: str | os.PathLike, frames: np.ndarray) -> Path:
+    """Save uint8 frames as float32 ``(T, H, W, 3)`` in [0, 1] (``pixel / 255``), atomically."""
+    path = Path(path)
+    _check_frames(frames)
+    with _atomic(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, to_unit(frames))
+    return path
+
+
+def write_outputs(out_dir: str | os.PathLike, stem: str, frames: np.ndarray, fps: float,
+                  formats: Collection[str] = OUTPUT_FORMATS) -> list[Path]:
+    """Write any subset of ``{"mp4", "gif", "png", "npy"}`` for one clip.
+
+    Produces ``out_dir/stem.mp4``, ``out_dir/stem.gif``, the frame folder ``out_dir/stem/`` and
+    ``out_dir/stem.npy``; returns the written paths in that order.
+
+    Raises:
+        ConfigError: an unknown format name.
+        OutputError: a destination cannot be written.
+    """
+    unknown = set(formats) - set(OUTPUT_FORMATS)
+    if unknown:
+        raise ConfigError(f"unknown output format(s) {sorted(unknown)}; choose from {list(OUTPUT_FORMATS)}")
+    out_dir = Path(out_dir)
+    written = []
+    for fmt in OUTPUT_FORMATS:
+        if fmt not in formats:
+            continue
+        if fmt in ("mp4", "gif"):
+            written.append(write_video(out_dir / f"{stem}.{fmt}", frames, fps))
+        elif fmt == "png":
+            written.append(write_frames(out_dir / stem, frames))
+        else:
+            written.append(write_npy(out_dir / f"{stem}.npy", frames))
+    return written
+
+
+# --------------------------------------------------------------------------- contact sheets
+
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _fit_height(frame: np.ndarray, height: int) -> np.ndarray:
+    h, w = frame.shape[:2]
+    if h == height:
+        return frame
+    interp = cv2.INTER_AREA if height < h else cv2.INTER_CUBIC
+    return cv2.resize(frame, (max(1, int(round(w * height / h))), height), interpolation=interp)
+
+
+def contact_sheet(rows: list[np.ndarray], n_cols: int = 8, labels: Sequence[str] | None = None,
+                  margin: int = 2) -> np.ndarray:
+    """Tile clips into one image: one row per clip, ``n_cols`` frames evenly spaced in time.
+
+    Rows are stacked in the given order (e.g. observed above synthesized) on a white background
+    with ``margin`` pixels between tiles. Rows of another frame height are scaled to the first
+    row's height. Optional ``labels`` are drawn in a column at the left.
+
+    Returns:
+        uint8 ``(H, W, 3)`` image.
+    """
+    if not rows:
+        raise ValueError("contact_sheet needs at least one row")
+    if labels is not None and len(labels) != len(rows):
+        raise ValueError(f"got {len(labels)} labels for {len(rows)} rows")
+    cell_h = rows[0].shape[1]
+    tiled = []
+    for clip in rows:
+        _check_frames(clip)
+        picks = np.linspace(0, len(clip) - 1, min(n_cols, len(clip))).round().astype(int)
+        tiled.append([_fit_height(clip[i], cell_h) for i in picks])
+    scale = max(0.3, min(1.0, cell_h / 120))
+    label_w = 0
+    if labels:
+        label_w = max(cv2.getTextSize(str(t), _FONT, scale, 1)[0][0] for t in labels) + 2 * margin
+    width = label_w + max(sum(f.shape[1] + margin for f in r) for r in tiled) + margin
+    height = len(rows) * (cell_h + margin) + margin
+    sheet = np.full((height, width, 3), 255, dtype=np.uint8)
+    for r, tiles in enumerate(tiled):
+        y = margin + r * (cell_h + margin)
+        x = label_w + margin
+        for tile in tiles:
+            sheet[y:y + cell_h, x:x + tile.shape[1]] = tile
+            x += tile.shape[1] + margin
+        if labels:
+            (_, text_h), _ = cv2.getTextSize(str(labels[r]), _FONT, scale, 1)
+            cv2.putText(sheet, str(labels[r]), (margin, y + (cell_h + text_h) // 2), _FONT, scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+    return sheet
