@@ -1,0 +1,225 @@
+"""Metrics for synthesized dynamic textures.
+
+Clips are float (T, H, W, C) with C in {1, 3}, or (T, H, W), values in [0, 1].
+
+Frame-wise fidelity (``psnr``, ``ssim``) compares synthesized frame t with observed frame t
+and averages over frames; by default both are taken on luma (ITU-R BT.601), with
+scikit-image and data_range = 1. A dynamic texture is a random process, so these only say how
+close a sample stays to the one observed realisation; the texture statistics
+(``spectrum_distance``, ``motion_distance``, ``color_distance``) compare distributions instead
+and do not care about frame alignment. ``diversity`` and ``memorisation`` detect mode
+collapse and copying. See :data:`METRIC_DOCS` for one line per metric.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import cv2
+import numpy as np
+from skimage.metrics import structural_similarity
+
+from dyntex.errors import InputError
+from eval.baselines.lds import as_clip
+
+__all__ = ["METRIC_DOCS", "color_distance", "diversity", "luma", "memorisation",
+           "motion_distance", "psnr", "spectrum_distance", "ssim"]
+
+METRIC_DOCS: dict[str, str] = {
+    "psnr": "mean over frames of the PSNR (dB, luma by default, capped at 100) of synthesized "
+            "frame t vs observed frame t; higher is better",
+    "ssim": "mean over frames of the SSIM (scikit-image defaults, luma by default) of synthesized "
+            "frame t vs observed frame t, in [-1, 1]; higher is better",
+    "spectrum_distance": "RMS difference of the orientation-averaged 3-D log-amplitude spectra "
+                         "(per temporal frequency and spatial radius) of the luma clips; "
+                         "lower is better",
+    "motion_distance": "mean total-variation distance of the Farneback optical-flow magnitude "
+                       "and direction histograms, in [0, 1]; lower is better",
+    "color_distance": "mean over channels of the total-variation distance between 32-bin value "
+                      "histograms, in [0, 1]; lower is better",
+    "diversity": "mean pairwise RMS distance between samples of one model (0 = mode collapse); "
+                 "higher is better, up to the variability of the texture itself",
+    "memorisation": "highest mean luma PSNR (dB, capped) of a synthesized clip against any "
+                    "window of the training video; lower is better (high = copied frames)",
+}
+
+#: ITU-R BT.601 luma weights for R, G, B.
+BT601 = np.array([0.299, 0.587, 0.114])
+
+_FLOW_SIDE = 64                   # flow runs on frames downscaled to at most this longer side
+_MAG_EDGES = np.linspace(0.0, 4.0, 17)   # px/frame on a 64-px frame; larger go to the last bin
+_DIR_BINS = 16
+_COLOR_BINS = 32
+
+
+def luma(clip: np.ndarray) -> np.ndarray:
+    """Luma (T, H, W) of a clip: 0.299 R + 0.587 G + 0.114 B (BT.601); 1-channel clips as is."""
+    arr = as_clip(clip)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr @ BT601
+
+
+def _pair(syn: np.ndarray, obs: np.ndarray, gray: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Validated, same-shape (luma or full-colour) versions of a synthesized/observed pair."""
+    s, o = (luma(syn), luma(obs)) if gray else (as_clip(syn, "syn"), as_clip(obs, "obs"))
+    if s.shape != o.shape:
+        raise InputError(f"synthesized clip {np.shape(syn)} and observed clip {np.shape(obs)} "
+                         "must have the same shape")
+    return s, o
+
+
+def _psnr_from_mse(mse: np.ndarray, cap: float) -> np.ndarray:
+    """10 log10(1 / mse) for data range 1, capped at ``cap`` (so mse = 0 gives ``cap``)."""
+    with np.errstate(divide="ignore"):
+        return np.minimum(cap, -10.0 * np.log10(np.maximum(mse, 0.0)))
+
+
+def psnr(syn: np.ndarray, obs: np.ndarray, gray: bool = True, cap: float = 100.0) -> float:
+    """Mean over frames of PSNR(syn[t], obs[t]) in dB with data range 1.
+
+    Each frame's PSNR is capped at ``cap`` before averaging, so identical frames (MSE 0, an
+    infinite PSNR) count as ``cap``. ``gray=True`` compares BT.601 luma, else all channels.
+    Per frame this equals ``skimage.metrics.peak_signal_noise_ratio(..., data_range=1)``.
+    """
+    s, o = _pair(syn, obs, gray)
+    mse = ((s - o) ** 2).reshape(s.shape[0], -1).mean(axis=1)
+    return float(_psnr_from_mse(mse, cap).mean())
+
+
+def ssim(syn: np.ndarray, obs: np.ndarray, gray: bool = True) -> float:
+    """Mean over frames of ``skimage.metrics.structural_similarity`` (defaults, data_range 1).
+
+    ``gray=True`` compares BT.601 luma; otherwise SSIM is averaged over the colour channels.
+    Frames must be at least 7 x 7 (scikit-image's default window).
+    """
+    s, o = _pair(syn, obs, gray)
+    if min(s.shape[1:3]) < 7:
+        raise InputError(f"SSIM needs frames of at least 7x7 pixels, got {s.shape[1:3]}")
+    channel_axis = None if gray else -1
+    return float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis)
+                          for a, b in zip(s, o)]))
+
+
+def _spectrum_profile(g: np.ndarray) -> np.ndarray:
+    """Mean log-amplitude of the 3-D FFT of a luma clip, per (|temporal freq|, spatial radius).
+
+    The spatial radius is in units of 1/min(H, W) cycles per pixel, rounded, up to the Nyquist
+    circle (corners beyond it are dropped); averaging over each ring averages over orientation.
+    """
+    T, H, W = g.shape
+    logamp = np.log(np.abs(np.fft.fftn(g, norm="ortho")) + 1e-6)
+    ft = np.abs(np.fft.fftfreq(T) * T).round().astype(int)                 # 0 .. T//2
+    radius = np.hypot(*np.meshgrid(np.fft.fftfreq(H), np.fft.fftfreq(W), indexing="ij"))
+    rbin = np.round(radius * min(H, W)).astype(int)
+    nr = min(H, W) // 2 + 1
+    idx = ft[:, None, None] * nr + rbin[None]
+    valid = np.broadcast_to(rbin < nr, idx.shape)
+    size = (T // 2 + 1) * nr
+    sums = np.bincount(idx[valid], weights=logamp[valid], minlength=size)
+    counts = np.bincount(idx[valid], minlength=size)
+    return sums / np.maximum(counts, 1)
+
+
+def spectrum_distance(syn: np.ndarray, obs: np.ndarray) -> float:
+    """RMS difference (L2 / sqrt(#bins)) of the spectral profiles of the two luma clips.
+
+    The profile is the log-amplitude of the 3-D FFT (orthonormal scaling), averaged over
+    spatial orientation for each temporal frequency and spatial radius. 0 for identical clips;
+    the clips must have the same (T, H, W).
+    """
+    s, o = _pair(syn, obs, gray=True)
+    return float(np.sqrt(np.mean((_spectrum_profile(s) - _spectrum_profile(o)) ** 2)))
+
+
+def _flow_histograms(g: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised histograms of Farneback flow magnitude and (magnitude-weighted) direction.
+
+    Frames are downscaled (INTER_AREA) so the longer side is at most 64 px and quantised to
+    uint8; flow is computed between frames t and t + 1 for t = 0, stride, 2 stride, ...
+    Magnitudes are expressed in pixels per frame of a frame whose longer side is 64 px, so they
+    do not depend on the clip's resolution. An all-static clip gets a uniform direction histogram.
+    """
+    T, H, W = g.shape
+    if T < 2:
+        raise InputError(f"motion needs at least 2 frames, got {T}")
+    scale = min(1.0, _FLOW_SIDE / max(H, W))
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+    frames = [cv2.resize(np.round(f * 255).astype(np.uint8), size, interpolation=cv2.INTER_AREA)
+              if scale < 1 else np.round(f * 255).astype(np.uint8) for f in g]
+    unit = _FLOW_SIDE / max(size)
+    mags, angs = [], []
+    for t in range(0, T - 1, stride):
+        flow = cv2.calcOpticalFlowFarneback(frames[t], frames[t + 1], None,
+                                            0.5, 3, 9, 3, 5, 1.1, 0)
+        mag, ang = cv2.cartToPolar(flow[..., 0], flow[..., 1])
+        mags.append(mag.ravel())
+        angs.append(ang.ravel())
+    mag = np.concatenate(mags).astype(np.float64) * unit
+    ang = np.concatenate(angs).astype(np.float64)
+    hmag = np.histogram(np.minimum(mag, _MAG_EDGES[-1] - 1e-9), bins=_MAG_EDGES)[0].astype(float)
+    hdir = np.histogram(ang, bins=_DIR_BINS, range=(0.0, 2 * np.pi), weights=mag)[0]
+    hdir = hdir / hdir.sum() if hdir.sum() > 0 else np.full(_DIR_BINS, 1.0 / _DIR_BINS)
+    return hmag / hmag.sum(), hdir
+
+
+def motion_distance(syn: np.ndarray, obs: np.ndarray, stride: int = 1) -> float:
+    """Distance between the optical-flow statistics of two clips, in [0, 1].
+
+    Dense Farneback flow (OpenCV) on luma frames downscaled to at most 64 px; the mean of the
+    total-variation distances (half L1) between the normalised histograms of flow magnitude
+    (16 bins on 0-4 px/frame at a 64-px scale, larger values in the last bin) and of flow
+    direction (16 bins, weighted by magnitude). ``stride`` > 1 uses only every stride-th frame
+    pair. The clips may differ in length and size.
+    """
+    if stride < 1:
+        raise InputError(f"stride must be >= 1, got {stride}")
+    ms, ds = _flow_histograms(luma(syn), stride)
+    mo, do = _flow_histograms(luma(obs), stride)
+    return float(0.25 * (np.abs(ms - mo).sum() + np.abs(ds - do).sum()))
+
+
+def color_distance(syn: np.ndarray, obs: np.ndarray) -> float:
+    """Mean over channels of the total-variation distance (half L1) of 32-bin histograms on [0, 1].
+
+    In [0, 1]: 0 for identical value distributions, 1 for disjoint ones. The clips must have the
+    same number of channels and may differ in length and size.
+    """
+    s, o = as_clip(syn, "syn"), as_clip(obs, "obs")
+    if s.shape[-1] != o.shape[-1]:
+        raise InputError(f"channel counts differ: {s.shape[-1]} vs {o.shape[-1]}")
+
+    def hist(x: np.ndarray) -> np.ndarray:
+        h = np.stack([np.histogram(x[..., c], bins=_COLOR_BINS, range=(0.0, 1.0))[0]
+                      for c in range(x.shape[-1])]).astype(float)
+        return h / h.sum(axis=1, keepdims=True)
+
+    return float(0.5 * np.abs(hist(s) - hist(o)).sum(axis=1).mean())
+
+
+def diversity(samples: Sequence[np.ndarray]) -> float:
+    """Mean pairwise RMS distance between K >= 2 same-shape samples (0 = all identical)."""
+    clips = [as_clip(c, f"samples[{i}]") for i, c in enumerate(samples)]
+    if len(clips) < 2:
+        raise InputError(f"diversity needs at least 2 samples, got {len(clips)}")
+    if len({c.shape for c in clips}) > 1:
+        raise InputError(f"samples must share one shape, got {sorted({c.shape for c in clips})}")
+    return float(np.mean([np.sqrt(np.mean((a - b) ** 2)) for a, b in combinations(clips, 2)]))
+
+
+def memorisation(syn: np.ndarray, video: np.ndarray, cap: float = 100.0) -> float:
+    """Highest mean luma PSNR of ``syn`` (T frames) against any T-frame window of ``video``.
+
+    Window s scores mean_t PSNR(syn[t], video[s + t]) with the same per-frame cap as
+    :func:`psnr`; the maximum over all windows is returned, so a copied window gives ``cap``.
+    ``video`` must have at least T frames and the same frame size.
+    """
+    s, v = luma(syn), luma(video)
+    T, L = s.shape[0], v.shape[0]
+    if s.shape[1:] != v.shape[1:] or L < T:
+        raise InputError(f"video {np.shape(video)} must have the frame size of syn "
+                         f"{np.shape(syn)} and at least as many frames")
+    a, b = s.reshape(T, -1), v.reshape(L, -1)
+    # mse[t, u] = |a_t - b_u|^2 / N for all frame pairs, via one matrix product.
+    mse = ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T) / a.shape[1]
+    t = np.arange(T)
+    per_frame = _psnr_from_mse(mse[t[None, :], np.arange(L - T + 1)[:, None] + t[None, :]], cap)
+    return float(per_frame.mean(axis=1).max())

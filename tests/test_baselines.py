@@ -1,0 +1,214 @@
+"""Tests of the classical baselines (LDS, HOSVD, FFT-LDS) and their registry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dyntex.errors import ConfigError, InputError
+from eval.baselines import BASELINES, fftlds, hosvd, lds, run
+from eval.metrics import psnr
+
+MODULES = {"lds": lds, "hosvd": hosvd, "fftlds": fftlds}
+
+
+def rotation_system(radius: float, T: int = 64, frame: tuple[int, int, int] = (8, 8, 3),
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A known A (three rotation blocks, scaled by ``radius``, in a random basis) and its clip.
+
+    The frequencies 2*pi*m/T lie on the DFT grid, so for radius 1 the noise-free state path
+    sums to exactly zero over the T frames: mean subtraction leaves it untouched and the
+    closed-form fit must recover A's spectrum exactly. C is a random orthonormal D x 6 matrix.
+    """
+    rng = np.random.default_rng(seed)
+    A = np.zeros((6, 6))
+    for i, m in enumerate((2, 5, 9)):
+        th = 2 * np.pi * m / T
+        A[2 * i:2 * i + 2, 2 * i:2 * i + 2] = radius * np.array([[np.cos(th), -np.sin(th)],
+                                                                 [np.sin(th), np.cos(th)]])
+    P = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    A = P @ A @ P.T
+    x = np.empty((T, 6))
+    x[0] = rng.standard_normal(6)
+    for t in range(T - 1):
+        x[t + 1] = A @ x[t]
+    C = np.linalg.qr(rng.standard_normal((int(np.prod(frame)), 6)))[0]
+    y = x @ C.T
+    return A, (0.5 + 0.3 * y / np.abs(y).max()).reshape(T, *frame)
+
+
+def growing_clip(T: int = 24) -> np.ndarray:
+    """An RGB clip whose oscillation grows by 10 % a frame, so every fitted A is unstable."""
+    t = np.arange(T)[:, None, None]
+    yy, xx = np.mgrid[0:8, 0:8]
+    g = 0.5 + 0.02 * 1.1 ** t * (np.cos(0.7 * t) * np.sin(np.pi * xx / 4)
+                                 + np.sin(0.7 * t) * np.cos(np.pi * yy / 4))
+    return np.stack([g, 0.8 * g, 0.6 * g + 0.1], axis=-1)
+
+
+def sorted_eigs(A: np.ndarray) -> np.ndarray:
+    return np.sort_complex(np.linalg.eigvals(A))
+
+
+@pytest.mark.parametrize("radius, tol", [(1.0, 1e-9), (0.97, 1e-3)])
+def test_lds_identifies_known_system(radius: float, tol: float) -> None:
+    A, clip = rotation_system(radius)
+    model = lds.fit(clip, n=6)
+    assert model.A.shape == (6, 6) and model.C.shape == (8 * 8 * 3, 6)
+    np.testing.assert_allclose(sorted_eigs(model.A), sorted_eigs(A), atol=tol)
+    assert model.max_abs_eig == pytest.approx(radius, abs=tol)
+
+
+def test_lds_deterministic_rollout_reproduces_clip() -> None:
+    _, clip = rotation_system(1.0)
+    model = lds.fit(clip, n=6)
+    np.testing.assert_allclose(lds.sample(model, 64, None, noise=False), clip, atol=1e-9)
+    np.testing.assert_allclose(model.B, 0.0, atol=1e-9)   # nothing left for the noise to explain
+
+
+def test_hosvd_full_ranks_reconstruct_exactly() -> None:
+    clip = np.random.default_rng(1).random((10, 6, 5, 3))
+    model = hosvd.fit(clip, ranks=(6, 5, 10, 3))
+    np.testing.assert_allclose(hosvd.reconstruct(model), clip, atol=1e-12)
+
+
+def test_hosvd_truncated_ranks_shrink_factors() -> None:
+    clip = np.random.default_rng(2).random((12, 7, 6, 3))
+    model = hosvd.fit(clip, ranks=(4, 3, 5, 2))
+    assert model.core.shape == (5, 4, 3, 2)
+    assert (model.U.shape, model.V.shape, model.F.shape, model.W.shape) == \
+        ((7, 4), (6, 3), (12, 5), (3, 2))
+    assert model.B.shape == (5, 5)               # nv = min(15, r_t)
+    assert hosvd.sample(model, 12, np.random.default_rng(0)).shape == clip.shape
+
+
+def test_fftlds_keeping_everything_equals_pixel_lds() -> None:
+    """Parseval: with all coefficients kept, FFT-LDS is the pixel LDS in another basis."""
+    clip = np.random.default_rng(3).random((16, 8, 8, 3))
+    a = lds.fit(clip)
+    b = fftlds.fit(clip, keep_fraction=1.0)
+    np.testing.assert_allclose(sorted_eigs(b.lds.A), sorted_eigs(a.A), atol=1e-8)
+    np.testing.assert_allclose(fftlds.sample(b, 16, None, noise=False),
+                               lds.sample(a, 16, None, noise=False), atol=1e-8)
+    assert fftlds.fit(clip).keep.sum() == round(0.9 * 8 * 8 * 3)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+@pytest.mark.parametrize("shape", [(12, 8, 9), (12, 8, 9, 1), (12, 8, 9, 3)],
+                         ids=["gray", "1ch", "rgb"])
+def test_layouts_and_short_clips(name: str, shape: tuple[int, ...]) -> None:
+    """T < 2n (12 frames, 8 states) and every accepted layout; output keeps the input layout."""
+    clip = np.random.default_rng(4).random(shape)
+    mod = MODULES[name]
+    model = mod.fit(clip, ranks=(8, 9, 8, shape[3] if len(shape) == 4 else 1)) \
+        if name == "hosvd" else mod.fit(clip, n=8)
+    out = mod.sample(model, 20, np.random.default_rng(0))
+    assert out.shape == (20, *shape[1:])
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert np.isfinite(model.max_abs_eig)
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_stabilize_reflects_unstable_eigenvalues(name: str) -> None:
+    clip = growing_clip()
+    mod = MODULES[name]
+    assert mod.fit(clip).max_abs_eig > 1.05
+    stable = mod.fit(clip, stabilize=True)
+    assert stable.max_abs_eig <= 1.0 + 1e-9
+
+
+def test_stabilize_reflection_rule() -> None:
+    lam = np.array([1.25, 0.5, 0.9])
+    P = np.linalg.qr(np.random.default_rng(5).standard_normal((3, 3)))[0]
+    out = lds.stabilize_dynamics(P @ np.diag(lam) @ P.T)
+    np.testing.assert_allclose(np.sort(np.linalg.eigvals(out).real), [0.5, 0.8, 0.9])
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_noise_rollout_seeded(name: str) -> None:
+    clip = np.random.default_rng(6).random((16, 8, 8, 3))
+    mod = MODULES[name]
+    model = mod.fit(clip)
+    a = mod.sample(model, 16, np.random.default_rng(0))
+    b = mod.sample(model, 16, np.random.default_rng(0))
+    c = mod.sample(model, 16, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 1e-3
+    np.testing.assert_array_equal(mod.sample(model, 16, None, noise=False),
+                                  mod.sample(model, 16, np.random.default_rng(9), noise=False))
+
+
+def test_run_registry() -> None:
+    clip = np.random.default_rng(7).random((10, 8, 8, 3))
+    assert set(BASELINES) == {"lds", "hosvd", "fftlds"}
+    for name in BASELINES:
+        clips, info = run(name, clip, samples=2, rng=np.random.default_rng(0))
+        assert len(clips) == 2 and all(c.shape == clip.shape for c in clips)
+        assert set(info) == {"max_abs_eig", "fit_seconds", "sample_seconds"}
+        assert not np.array_equal(clips[0], clips[1])
+    _, stable = run("lds", growing_clip(), 1, np.random.default_rng(0), stabilize=True)
+    assert stable["max_abs_eig"] <= 1.0 + 1e-9
+    with pytest.raises(ConfigError, match="unknown baseline"):
+        run("gan", clip, 1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((5, 8, 8, 3), dtype=np.uint8), "dtype uint8"),
+    (np.full((5, 8, 8, 3), 255.0), r"\[0,1\]"),
+    (np.zeros((5, 8, 8, 2)), "C = 1 or 3"),
+    (np.zeros((5, 8)), "shape"),
+    (np.zeros((1, 8, 8, 3)), "at least 2 frames"),
+    (np.full((5, 8, 8, 3), np.nan), "NaN"),
+])
+def test_unusable_input(bad: np.ndarray, match: str) -> None:
+    for mod in MODULES.values():
+        with pytest.raises(InputError, match=match):
+            mod.fit(bad)
+
+
+def test_bad_settings() -> None:
+    clip = np.random.default_rng(8).random((6, 4, 4, 3))
+    with pytest.raises(InputError, match="state dimension"):
+        lds.fit(clip, n=7)
+    with pytest.raises(InputError, match="noise dimension"):
+        lds.fit(clip, n=3, nv=4)
+    with pytest.raises(InputError, match="ranks"):
+        hosvd.fit(clip, ranks=(4, 4, 7, 3))
+
+
+# --------------------------------------------------------------------------- real clips
+
+# From /work/shared/reference/baselines_dev.md (independent float64 implementation), T=32, S=64:
+# mean luma PSNR over seeds 0, 1, 2 and max|eig(A)| of LDS / HOSVD.
+REFERENCE_T32_S64 = {
+    "fire_pot": {"file": "fire_pot/fire_pot0.avi", "lds": 16.43, "hosvd": 15.81, "fftlds": 16.43,
+                 "eig": {"lds": 0.8236, "hosvd": 0.9998}},
+    "flag": {"file": "flag/571c110.avi", "lds": 24.54, "hosvd": 23.29, "fftlds": 24.52,
+             "eig": {"lds": 1.0257, "hosvd": 1.0604}},
+}
+
+
+def load_reference_clip(path: Path, T: int, S: int) -> np.ndarray:
+    """Reference protocol: first T frames, /255, INTER_AREA to shorter side S, centre crop.
+
+    Frames are scaled to [0, 1] before resizing (float resize, as the reference does).
+    """
+    from dyntex.video import read_video, resize_crop
+    frames = read_video(path, frames=T).frames
+    return np.stack([resize_crop(f / 255.0, S) for f in frames])
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("clip_name", list(REFERENCE_T32_S64))
+def test_matches_reference_on_real_clips(shared_data: Path, clip_name: str) -> None:
+    ref = REFERENCE_T32_S64[clip_name]
+    clip = load_reference_clip(shared_data / ref["file"], T=32, S=64)
+    assert clip.shape == (32, 64, 64, 3)
+    for name, mod in MODULES.items():
+        model = mod.fit(clip)
+        score = np.mean([psnr(mod.sample(model, 32, np.random.default_rng(seed)), clip)
+                         for seed in (0, 1, 2)])
+        assert score == pytest.approx(ref[name], abs=0.5), name
+        if name in ref["eig"]:
+            assert model.max_abs_eig == pytest.approx(ref["eig"][name], abs=0.01), name
