@@ -29,7 +29,10 @@ Two architectures:
       last frames);
     * a latent of ``latent_channels`` x (T/4 + 2 * FAST_MARGIN/4 - 2) numbers (16 x 8 = 128 at
       T = 32) instead of the paper rule's 5 x 2 = 10, so different latents give different clips;
-    * a descriptor with two strided 3-D convolutions before the spatially fully-connected layer.
+    * a descriptor of the paper's structure whose stride-2 kernels are even (4) with replicate
+      padding, so its input gradient — what Langevin adds to the clips — covers every frame and
+      pixel evenly (the paper's kernel 5 at stride 2 leaves a checkerboard in the revisions and
+      under-weights the last frame).
 
 BatchNorm (both architectures) always normalises with the statistics of the batch it is given, as
 the authors' code does (``batch_norm(is_training=True)`` everywhere); there are no running averages,
@@ -197,11 +200,14 @@ def build_fast(frames: int, size: int, channels: int = 3, latent_channels: int =
     """The default networks (see the module docstring for what they fix)."""
     check_shape("fast", frames, size)
     des = Descriptor(nn.Sequential(
-        nn.Conv3d(channels, 32, (3, 4, 4), stride=2, padding=1), nn.ReLU(),
-        nn.Conv3d(32, 64, (3, 4, 4), stride=2, padding=1), nn.ReLU(),
-        # spatially fully connected, convolutional in time
-        nn.Conv3d(64, 32, (3, size // 4, size // 4), padding=(1, 0, 0)), nn.ReLU(),
-        nn.Conv3d(32, 8, (3, 1, 1), padding=(1, 0, 0)),
+        # The paper's three-layer structure (f stays homogeneous of degree 3 in the weights), with
+        # even kernels at stride 2 and replicate padding: the input gradient df/dY, which drives
+        # Langevin, then reaches every frame and pixel (borders included) through the same number
+        # of taps, so revisions carry no checkerboard and no faded border frames.
+        nn.Conv3d(channels, 64, 4, stride=2, padding=1, padding_mode="replicate"), nn.ReLU(),
+        nn.Conv3d(64, 32, (4, size // 2, size // 2), stride=(2, 1, 1), padding=(1, 0, 0),
+                  padding_mode="replicate"), nn.ReLU(),
+        nn.Conv3d(32, 10, (4, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0), padding_mode="replicate"),
     ))
     _init_normal(des, 0.001)
     s8 = size // 8
