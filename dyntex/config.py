@@ -53,6 +53,11 @@ class Config:
     checkpoint_every: int = 50
     preview_every: int = 50
     keep_checkpoints: int = 2
+    # -- divergence: detected each iteration, rolled back to the last checkpoint and retried ----
+    diverge_rms: float = 3.0       # a Langevin revision moving clips by more RMS than this diverged
+    diverge_retries: int = 3       # recoveries allowed in a run before giving up
+    diverge_factor: float = 0.5    # each recovery multiplies the chosen rate(s) by this
+    diverge_lower: str = "lr_des"  # what a recovery lowers: "lr_des", "step_size" or "both"
 
     # ------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -88,9 +93,11 @@ _FIELDS = {f.name: f for f in fields(Config)}
 _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
-_NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed"}
-_POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen"}
-_CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS)}
+_NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries"}
+_POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
+                   "diverge_rms"}
+_CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
+            "diverge_lower": ("lr_des", "step_size", "both")}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -111,6 +118,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting '{key}' must be positive, got {value}")
     if key == "beta1" and not 0 <= value < 1:
         raise ConfigError(f"setting 'beta1' must be in [0, 1), got {value}")
+    if key == "diverge_factor" and not 0 < value < 1:
+        raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
         raise ConfigError(f"setting '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
     return value

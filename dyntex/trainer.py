@@ -11,7 +11,9 @@ A run folder holds::
 from __future__ import annotations
 
 import csv
+import copy
 import json
+import math
 import os
 import pickle
 import re
@@ -27,10 +29,11 @@ import torch
 
 from .config import MODEL_KEYS, Config, config_from_dict
 from .coop import CoopNets, Optimizers, train_step
-from .errors import CheckpointError, ConfigError, OutputError
+from .errors import CheckpointError, ConfigError, DivergenceError, OutputError
 
 CHECKPOINT_FORMAT = 1
-METRIC_FIELDS = ("step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds")
+METRIC_FIELDS = ("step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds",
+                 "event")
 PREVIEW_SEED = 12345  # fixed latents for previews, so they are comparable from step to step
 _CKPT_RE = re.compile(r"step_(\d+)\.pt$")
 
@@ -175,6 +178,9 @@ class Trainer:
         self.meta = dict(meta or {})
         self.progress = progress
         self.on_preview = on_preview
+        self.base_config = config  # the run's settings; model.config adds divergence recoveries
+        self.recoveries = 0
+        self._good: dict[str, Any] | None = None  # in-memory rollback point when there is no run_dir
         self.device = resolve_device(config.device)
         torch.manual_seed(config.seed)  # network initialisation
         self.model = CoopNets(config).to(self.device)
@@ -211,7 +217,13 @@ class Trainer:
         if mismatch:
             diff = ", ".join(f"{k}: checkpoint {a} vs now {b}" for k, (a, b) in mismatch.items())
             raise CheckpointError(f"cannot resume {path}: the networks differ ({diff})")
-        _load_weights(self.model, state, path)
+        self._load_state(state, path)
+        self.recoveries = int(state.get("recoveries", 0))
+        self._apply_recoveries()
+        self.meta = {**state.get("meta", {}), **self.meta}
+
+    def _load_state(self, state: dict[str, Any], path: Path | str) -> None:
+        _load_weights(self.model, state, Path(path))
         try:
             self.opts.load_state_dict(state["optimizers"])
             self.rng.set_state(state["rng"]["train"])
@@ -219,19 +231,74 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path} lacks a usable optimizer or RNG state ({exc})") from None
         self.step = self._saved_step = int(state["step"])
-        self.meta = {**state.get("meta", {}), **self.meta}
 
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_N.pt`` atomically and prune old ones."""
-        assert self.run_dir is not None
-        state = {
-            "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.config.to_dict(),
+    def _state(self) -> dict[str, Any]:
+        """Everything a checkpoint holds: tensors and plain values only."""
+        return {
+            "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.base_config.to_dict(),
             "descriptor": self.model.descriptor.state_dict(),
             "generator": self.model.generator.state_dict(),
             "optimizers": self.opts.state_dict(),
             "rng": {"train": self.rng.get_state(), "data": self.data_rng.get_state()},
-            "meta": self.meta,
+            "recoveries": self.recoveries, "meta": self.meta,
         }
+
+    # -- divergence ------------------------------------------------------------------------
+    def _apply_recoveries(self) -> None:
+        """Lower the configured rate(s) by ``diverge_factor`` per recovery so far."""
+        base = self.base_config
+        scale = base.diverge_factor ** self.recoveries
+        lower = base.diverge_lower
+        cfg = base.replace(
+            lr_des=base.lr_des * (scale if lower in ("lr_des", "both") else 1.0),
+            step_size=base.step_size * (scale if lower in ("step_size", "both") else 1.0))
+        self.model.config = cfg
+        for group in self.opts.descriptor.param_groups:
+            group["lr"] = cfg.lr_des
+
+    def _divergence(self, stats: dict[str, float]) -> str | None:
+        """Why this iteration diverged, or None: non-finite numbers or exploding revisions."""
+        bad = [k for k, v in stats.items() if not math.isfinite(v)]
+        if bad:
+            return f"non-finite {', '.join(bad)}"
+        if stats["langevin_rms"] > self.base_config.diverge_rms:
+            return f"Langevin revisions exploded (RMS shift {stats['langevin_rms']:.3g})"
+        return None
+
+    def _recover(self, problem: str) -> str:
+        """Roll back to the last good state with lowered rates; raise when out of retries."""
+        failed = self.step + 1
+        self.recoveries += 1
+        if self.recoveries > self.base_config.diverge_retries:
+            raise DivergenceError(
+                f"training diverged at step {failed} ({problem}) and did not recover after "
+                f"{self.base_config.diverge_retries} retries; try a lower --lr-des or --step-size")
+        if self.run_dir is not None:
+            path = checkpoint_paths(self.run_dir)[-1]
+            state: dict[str, Any] = load_checkpoint(path)
+        else:
+            assert self._good is not None
+            state, path = self._good, "the in-memory snapshot"
+        recoveries = self.recoveries
+        self._load_state(state, path)
+        self.recoveries = recoveries
+        self._apply_recoveries()
+        cfg = self.config
+        return (f"diverged at step {failed} ({problem}); rolled back to step {self.step}, "
+                f"lr_des {cfg.lr_des:.3g}, step_size {cfg.step_size:.3g} "
+                f"(recovery {self.recoveries} of {self.base_config.diverge_retries})")
+
+    def _snapshot(self) -> None:
+        """Remember the current state as the rollback point (a checkpoint, or a copy in memory)."""
+        if self.run_dir is not None:
+            self.save_checkpoint()
+        else:
+            self._good = copy.deepcopy(self._state())
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/step_N.pt`` atomically and prune old ones."""
+        assert self.run_dir is not None
+        state = self._state()
         path = self.run_dir / "checkpoints" / f"step_{self.step:06d}.pt"
         atomic_write(path, lambda p: torch.save(state, p))
         self._saved_step = self.step
@@ -261,8 +328,8 @@ class Trainer:
 
     def _log(self, row: dict[str, float]) -> None:
         with self._metrics_path().open("a", newline="") as fh:
-            csv.DictWriter(fh, METRIC_FIELDS).writerow({k: f"{row[k]:.6g}" if k != "step" else row[k]
-                                                        for k in METRIC_FIELDS})
+            csv.DictWriter(fh, METRIC_FIELDS, restval="").writerow(
+                {k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
 
     def preview(self) -> torch.Tensor:
         """Samples from fixed latents (same every time), for watching training progress."""
@@ -285,17 +352,28 @@ class Trainer:
         bar = _progress(self.step, total, enabled=self.progress)
         start = time.perf_counter()
         done_before = self._elapsed_before()
+        if self._saved_step != self.step or self.run_dir is None:
+            self._snapshot()  # a rollback point before the first iteration
         try:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
                     observed = data.observed(batch).to(self.device)
                     stats = train_step(self.model, self.opts, observed, self.rng)
+                    problem = self._divergence(stats)
+                    if problem is not None:
+                        event = self._recover(problem)
+                        bar.write(f"warning: {event}")
+                        bar.n = self.step
+                        if self.run_dir is not None:
+                            self._trim_metrics()
+                            self._log({"step": self.step, "event": event})
+                        continue
                     self.step += 1
                     self.last_stats = stats
                     row = {"step": self.step, **stats, "seconds": done_before + time.perf_counter() - start}
                     if self.run_dir is not None:
                         self._log(row)
-                        self._periodic()
+                    self._periodic()
                     bar.update(1)
                     bar.set_postfix(des=f"{stats['des_loss']:.3g}", gen=f"{stats['gen_loss']:.3g}",
                                     f_obs=f"{stats['energy_obs']:.3g}", f_syn=f"{stats['energy_syn']:.3g}")
@@ -319,8 +397,8 @@ class Trainer:
     def _periodic(self) -> None:
         cfg = self.config
         if self.step % cfg.checkpoint_every == 0:
-            self.save_checkpoint()
-        if self.step % cfg.preview_every == 0 and self.on_preview is not None:
+            self._snapshot()
+        if self.run_dir is not None and self.step % cfg.preview_every == 0 and self.on_preview is not None:
             self.on_preview(self.run_dir / "samples", self.step, self.preview())
 
     def _elapsed_before(self) -> float:
@@ -365,8 +443,9 @@ def _progress(initial: int, total: int, enabled: bool):
                 desc="train")
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
-    """The metrics CSV as a list of dicts of floats."""
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The metrics CSV as a list of dicts: numbers as floats, ``event`` as text ('' if none)."""
     path = Path(run_dir) / "metrics.csv"
     with path.open(newline="") as fh:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)]
+        return [{k: (v if k == "event" else float(v) if v else math.nan) for k, v in r.items()}
+                for r in csv.DictReader(fh)]

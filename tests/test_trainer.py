@@ -25,7 +25,7 @@ def _cfg(**kw):
 def test_checkpoint_is_weights_only_and_round_trips(tmp_path):
     trainer = Trainer(_cfg(iters=2), run_dir=tmp_path)
     model = trainer.fit(_clips())
-    (path,) = checkpoint_paths(tmp_path)
+    path = checkpoint_paths(tmp_path)[-1]
     raw = torch.load(path, map_location="cpu", weights_only=True)  # must not need pickled objects
     assert raw["step"] == 2 and raw["config"]["preset"] == "tiny"
     assert isinstance(raw["rng"]["train"], torch.Tensor)
@@ -69,7 +69,7 @@ def test_missing_run_and_corrupt_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_model(tmp_path / "empty")
     Trainer(_cfg(iters=1), run_dir=tmp_path / "run").fit(_clips())
-    (path,) = checkpoint_paths(tmp_path / "run")
+    path = checkpoint_paths(tmp_path / "run")[-1]
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -103,4 +103,68 @@ def test_metrics_file_has_energies(tmp_path):
     Trainer(_cfg(iters=2), run_dir=tmp_path).fit(_clips())
     with (tmp_path / "metrics.csv").open() as fh:
         header = next(csv.reader(fh))
-    assert header == ["step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds"]
+    assert header == ["step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds",
+                      "event"]
+
+
+# -- divergence ------------------------------------------------------------------------------
+def _inject(monkeypatch, bad_calls, kind):
+    """Make train_step's iterations number ``bad_calls`` (1-based) diverge for real: NaN weights,
+    or revisions that explode."""
+    import dyntex.trainer as trainer_mod
+
+    real = trainer_mod.train_step
+    calls = {"n": 0}
+
+    def step(model, opts, observed, generator=None):
+        calls["n"] += 1
+        if calls["n"] in bad_calls:
+            if kind == "nan":
+                with torch.no_grad():
+                    for p in model.descriptor.parameters():
+                        p.fill_(float("nan"))
+            else:
+                model.config = model.config.replace(step_size=50.0)  # Langevin blows up
+                try:
+                    return real(model, opts, observed, generator)
+                finally:
+                    model.config = model.config.replace(step_size=0.002)
+        return real(model, opts, observed, generator)
+
+    monkeypatch.setattr(trainer_mod, "train_step", step)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["nan", "explode"])
+def test_divergence_is_rolled_back_and_rates_lowered(tmp_path, monkeypatch, kind):
+    calls = _inject(monkeypatch, {4}, kind)
+    trainer = Trainer(_cfg(iters=6, checkpoint_every=2), run_dir=tmp_path)
+    model = trainer.fit(_clips())
+    assert calls["n"] == 8  # steps 1-3, the diverged 4th, then 3-6 again from the step-2 checkpoint
+    assert trainer.step == 6 and trainer.recoveries == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert model.config.lr_des == pytest.approx(0.005)
+    assert trainer.opts.descriptor.param_groups[0]["lr"] == pytest.approx(0.005)
+    rows = read_metrics(tmp_path)
+    events = [r for r in rows if r["event"]]
+    assert len(events) == 1 and "rolled back to step 2" in events[0]["event"]
+    assert [r["step"] for r in rows if not r["event"]] == [1, 2, 3, 4, 5, 6]
+    # the recovery travels with the checkpoint: a resumed run keeps the lowered rate
+    resumed = Trainer(_cfg(iters=7, checkpoint_every=2), run_dir=tmp_path, resume=True)
+    assert resumed.config.lr_des == pytest.approx(0.005) and resumed.recoveries == 1
+
+
+def test_divergence_without_run_dir_uses_memory_snapshot(monkeypatch):
+    _inject(monkeypatch, {2}, "nan")
+    trainer = Trainer(_cfg(iters=3, checkpoint_every=1))
+    model = trainer.fit(_clips())
+    assert trainer.step == 3 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_persistent_divergence_gives_up_with_clear_error(tmp_path, monkeypatch):
+    from dyntex.errors import DivergenceError
+
+    _inject(monkeypatch, set(range(3, 100)), "nan")
+    trainer = Trainer(_cfg(iters=6, diverge_retries=2), run_dir=tmp_path)
+    with pytest.raises(DivergenceError, match="did not recover after 2 retries"):
+        trainer.fit(_clips())
