@@ -27,7 +27,7 @@ Two architectures:
     * the generator renders ``FAST_MARGIN`` extra frames at each end and the centre T frames are
       kept, so no output frame sits on the zero-padded temporal border (no washed-out first and
       last frames);
-    * a latent of ``latent_channels`` x (T/4 + 2 * FAST_MARGIN/4 - 2) numbers (16 x 8 = 128 at
+    * a latent of ``latent_channels`` x ((T + 2 * FAST_MARGIN) / 2 - 2) numbers (16 x 18 = 288 at
       T = 32) instead of the paper rule's 5 x 2 = 10, so different latents give different clips;
     * a descriptor of the paper's structure whose stride-2 kernels are even (4) with replicate
       padding, so its input gradient — what Langevin adds to the clips — covers every frame and
@@ -65,9 +65,9 @@ def check_shape(arch: str, frames: int, size: int) -> None:
             raise ConfigError(f"the paper networks need size to be a multiple of 4 (>= 8); got {size}")
     elif arch == "fast":
         if frames % 4 or frames < 4:
-            raise ConfigError(f"the fast networks need frames to be a multiple of 4; got {frames}")
-        if size % 8 or size < 16:
-            raise ConfigError(f"the fast networks need size to be a multiple of 8 (>= 16); got {size}")
+            raise ConfigError(f"the fast networks need frames to be a multiple of 4 (>= 4); got {frames}")
+        if size % 4 or size < 8:
+            raise ConfigError(f"the fast networks need size to be a multiple of 4 (>= 8); got {size}")
     else:
         raise ConfigError(f"unknown architecture '{arch}'")
 
@@ -210,15 +210,16 @@ def build_fast(frames: int, size: int, channels: int = 3, latent_channels: int =
         nn.Conv3d(32, 10, (4, 1, 1), stride=(2, 1, 1), padding=(1, 0, 0), padding_mode="replicate"),
     ))
     _init_normal(des, 0.001)
-    s8 = size // 8
+    s4 = size // 4
     gen = Generator(nn.Sequential(
-        # t -> t + 2 frames, 1 -> S/8 (spatially fully connected)
-        nn.ConvTranspose3d(latent_channels, 128, (3, s8, s8)), _batchnorm(128), nn.ReLU(),
-        nn.ConvTranspose3d(128, 64, 4, stride=2, padding=1), _batchnorm(64), nn.ReLU(),
+        # t -> t + 2 frames, 1 -> S/4 (spatially fully connected, as the paper's second layer)
+        nn.ConvTranspose3d(latent_channels, 64, (3, s4, s4)), _batchnorm(64), nn.ReLU(),
+        # x2 in time and space
         nn.ConvTranspose3d(64, 32, 4, stride=2, padding=1), _batchnorm(32), nn.ReLU(),
+        # x2 in space
         nn.ConvTranspose3d(32, channels, (3, 4, 4), stride=(1, 2, 2), padding=1),
         nn.Tanh(),
-    ), latent_channels, scale=4, offset=8, margin=FAST_MARGIN, frames=frames)
+    ), latent_channels, scale=2, offset=4, margin=FAST_MARGIN, frames=frames)
     _init_normal(gen, 0.005)
     return des, gen
 
