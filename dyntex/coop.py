@@ -6,6 +6,7 @@ Algorithm 1. Files, progress bars and checkpoints live in :mod:`dyntex.trainer`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -85,19 +86,40 @@ class Optimizers:
 
 
 def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
-               generator: torch.Generator | None = None) -> dict[str, float]:
+               generator: torch.Generator | None = None,
+               sync: Callable[[CoopNets, Tensor], Tensor] | None = None) -> dict[str, float]:
     """One iteration of Algorithm 1 on a batch of observed clips (B, C, T, S, S) in [-1, 1].
 
-    Returns plain floats: the two losses, the mean energies f of observed, generated and revised
-    clips, and how far Langevin moved the generator's output (per-pixel RMS).
+    ``sync`` (data-parallel training) is called between the gradient computation and the
+    parameter updates with the model and the stats tensor; it must average both across processes
+    and return the averaged stats. Returns plain floats: the two losses, the mean energies f of
+    observed and revised clips, and how far Langevin moved the generator's output (per-pixel RMS).
     """
+    opts.descriptor.zero_grad(set_to_none=True)
+    opts.generator.zero_grad(set_to_none=True)
+    stats = accumulate_gradients(model, observed, generator)
+    if sync is not None:
+        stats = sync(model, stats)
+    # Steps D2 and G2 update theta and alpha. G2 does not depend on theta (the revisions are made
+    # before D2), so both gradients are computed first and both updates applied here.
+    opts.descriptor.step()
+    opts.generator.step()
+    return dict(zip(STAT_NAMES, stats.tolist()))  # one host sync per iteration
+
+
+STAT_NAMES = ("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms")
+
+
+def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
+                         scale: float = 1.0) -> Tensor:
+    """Steps G0-G2 of Algorithm 1 up to the parameter gradients, added (times ``scale``) to the
+    ``.grad`` of both networks. Returns the stats as one tensor (see ``STAT_NAMES``)."""
     cfg = model.config
     des, gen = model.descriptor, model.generator
-    m = cfg.chains
 
     # Step G0: X_i ~ N(0, I), Y^_i = g(X_i; alpha).  The graph is kept for step G2 when the latents
     # are not re-inferred (same batch, same BatchNorm statistics: identical to a second forward).
-    z = model.draw_latents(m, generator=generator)
+    z = model.draw_latents(cfg.chains, generator=generator)
     y_gen = gen(z)
 
     # Step D1: Y~_i = l Langevin steps on p(Y; theta) from Y^_i (Eq. 8); input gradients only.
@@ -110,24 +132,18 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
     else:
         y_gen_fit = y_gen
 
-    # Step D2: theta += lr * (mean df/dtheta(Y_obs) - mean df/dtheta(Y~))   (Eq. 9)
+    # Step D2: gradient of  mean_i f(Y~_i) - mean_j f(Y_j)  (ascent on the log-likelihood, Eq. 9).
     # The descriptor has no batch-dependent layers, so one forward over both sets is exact.
     energies = des(torch.cat([observed, y_rev]))
     e_obs, e_rev = energies[: observed.shape[0]], energies[observed.shape[0]:]
     des_loss = e_rev.mean() - e_obs.mean()
-    opts.descriptor.zero_grad(set_to_none=True)
-    des_loss.backward()
-    opts.descriptor.step()
+    (des_loss * scale).backward()
 
-    # Step G2: alpha += lr * mean_i (1/sigma^2) (Y~_i - g(X_i)) dg/dalpha  (Eq. 17): regress g(X)
-    # onto the revised clips.
+    # Step G2: gradient of  mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)  (Eq. 17): regress g(X) onto
+    # the revised clips.
     gen_loss = (y_rev - y_gen_fit).pow(2).flatten(1).sum(1).mean() / (2 * cfg.gen_sigma ** 2)
-    opts.generator.zero_grad(set_to_none=True)
-    gen_loss.backward()
-    opts.generator.step()
+    (gen_loss * scale).backward()
 
     with torch.no_grad():
         shift = (y_rev - y_gen.detach()).pow(2).mean().sqrt()
-    stats = torch.stack([des_loss.detach(), gen_loss.detach(), e_obs.detach().mean(),
-                         e_rev.detach().mean(), shift]).tolist()  # one host sync per iteration
-    return dict(zip(("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms"), stats))
+        return torch.stack([des_loss, gen_loss, e_obs.mean(), e_rev.mean(), shift]).detach()

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import torch
 
 from .config import MODEL_KEYS, Config, config_from_dict
+from . import distributed
 from .coop import CoopNets, Optimizers, train_step
 from .errors import CheckpointError, ConfigError, DivergenceError, OutputError
 
@@ -181,17 +182,24 @@ class Trainer:
         self.base_config = config  # the run's settings; model.config adds divergence recoveries
         self.recoveries = 0
         self._good: dict[str, Any] | None = None  # in-memory rollback point when there is no run_dir
+        self.dist = distributed.current()
         self.device = resolve_device(config.device)
+        if self.device.type == "cuda" and self.dist.active:
+            self.device = torch.device("cuda", self.dist.local_rank)
         torch.manual_seed(config.seed)  # network initialisation
         self.model = CoopNets(config).to(self.device)
         self.opts = Optimizers.for_model(self.model)
         self.step = 0
-        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)       # latents, Langevin
-        self.data_rng = torch.Generator().manual_seed(config.seed + 1)                # observed windows
+        seed = config.seed + self.dist.rank * distributed.RANK_SEED_STRIDE
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)       # latents, Langevin
+        self.data_rng = torch.Generator().manual_seed(seed + 1)                # observed windows
         self._saved_step = -1
         self.last_stats: dict[str, float] | None = None
         if self.run_dir is not None:
             self._prepare_run_dir(resume)
+        if self.dist.active:
+            distributed.broadcast_module(self.model)
+            torch.distributed.barrier()  # every rank has read the run folder before rank 0 writes
 
     @property
     def config(self) -> Config:
@@ -207,8 +215,9 @@ class Trainer:
                                   "continue it or choose another --out")
         if resume and existing:
             self._restore(load_checkpoint(existing[-1]), existing[-1])
-        write_json(self.run_dir / "config.json", self.config.to_dict())
-        self._trim_metrics()
+        if self.dist.is_main:
+            write_json(self.run_dir / "config.json", self.config.to_dict())
+            self._trim_metrics()
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
         saved = config_from_checkpoint(state)
@@ -226,20 +235,30 @@ class Trainer:
         _load_weights(self.model, state, Path(path))
         try:
             self.opts.load_state_dict(state["optimizers"])
-            self.rng.set_state(state["rng"]["train"])
-            self.data_rng.set_state(state["rng"]["data"])
+            streams = state["rng"]
+            ranks = streams.get("ranks") or []
+            if self.dist.active and len(ranks) == self.dist.world_size:
+                streams = ranks[self.dist.rank]
+            elif self.dist.rank > 0:  # saved by another number of ranks: fresh, reproducible streams
+                seed = self.base_config.seed + self.dist.rank * distributed.RANK_SEED_STRIDE + int(state["step"])
+                streams = {"train": torch.Generator(device=self.device).manual_seed(seed).get_state(),
+                           "data": torch.Generator().manual_seed(seed + 1).get_state()}
+            self.rng.set_state(streams["train"])
+            self.data_rng.set_state(streams["data"])
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path} lacks a usable optimizer or RNG state ({exc})") from None
         self.step = self._saved_step = int(state["step"])
 
-    def _state(self) -> dict[str, Any]:
-        """Everything a checkpoint holds: tensors and plain values only."""
+    def _state(self, rank_streams: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+        """Everything a checkpoint holds: tensors and plain values only (``rank_streams``: every
+        rank's random streams, in data-parallel training)."""
         return {
             "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.base_config.to_dict(),
             "descriptor": self.model.descriptor.state_dict(),
             "generator": self.model.generator.state_dict(),
             "optimizers": self.opts.state_dict(),
-            "rng": {"train": self.rng.get_state(), "data": self.data_rng.get_state()},
+            "rng": {"train": self.rng.get_state(), "data": self.data_rng.get_state(),
+                    "ranks": rank_streams or []},
             "recoveries": self.recoveries, "meta": self.meta,
         }
 
@@ -273,12 +292,11 @@ class Trainer:
             raise DivergenceError(
                 f"training diverged at step {failed} ({problem}) and did not recover after "
                 f"{self.base_config.diverge_retries} retries; try a lower --lr-des or --step-size")
-        if self.run_dir is not None:
-            path = checkpoint_paths(self.run_dir)[-1]
-            state: dict[str, Any] = load_checkpoint(path)
-        else:
-            assert self._good is not None
+        if self._good is not None:
             state, path = self._good, "the in-memory snapshot"
+        else:
+            path = checkpoint_paths(self.run_dir)[-1]
+            state = load_checkpoint(path)
         recoveries = self.recoveries
         self._load_state(state, path)
         self.recoveries = recoveries
@@ -289,19 +307,26 @@ class Trainer:
                 f"(recovery {self.recoveries} of {self.base_config.diverge_retries})")
 
     def _snapshot(self) -> None:
-        """Remember the current state as the rollback point (a checkpoint, or a copy in memory)."""
+        """Remember the current state as the rollback point: a checkpoint when there is a run
+        folder, a copy in memory when there is none or in data-parallel training (every rank must
+        roll back together, without waiting on rank 0's file)."""
+        streams = None
+        if self.dist.active:
+            streams = distributed.gather_objects({"train": self.rng.get_state(), "data": self.data_rng.get_state()})
         if self.run_dir is not None:
-            self.save_checkpoint()
-        else:
-            self._good = copy.deepcopy(self._state())
+            self.save_checkpoint(streams)
+        if self.run_dir is None or self.dist.active:
+            self._good = copy.deepcopy(self._state(streams))
 
-    def save_checkpoint(self) -> Path:
-        """Write ``checkpoints/step_N.pt`` atomically and prune old ones."""
+    def save_checkpoint(self, rank_streams: list[dict[str, torch.Tensor]] | None = None) -> Path | None:
+        """Write ``checkpoints/step_N.pt`` atomically (rank 0 only) and prune old ones."""
         assert self.run_dir is not None
-        state = self._state()
+        self._saved_step = self.step
+        if not self.dist.is_main:
+            return None
+        state = self._state(rank_streams)
         path = self.run_dir / "checkpoints" / f"step_{self.step:06d}.pt"
         atomic_write(path, lambda p: torch.save(state, p))
-        self._saved_step = self.step
         for old in checkpoint_paths(self.run_dir)[: -self.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
         return path
@@ -347,9 +372,10 @@ class Trainer:
         of the current iteration, then raises KeyboardInterrupt.
         """
         data = self._sampler(data)
+        sync = distributed.average_gradients if self.dist.active else None
         batch = None if self.config.window == "first" else self.config.batch
         total = self.config.iters if iters is None else iters
-        bar = _progress(self.step, total, enabled=self.progress)
+        bar = _progress(self.step, total, enabled=self.progress and self.dist.is_main)
         start = time.perf_counter()
         done_before = self._elapsed_before()
         if self._saved_step != self.step or self.run_dir is None:
@@ -358,20 +384,20 @@ class Trainer:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
                     observed = data.observed(batch).to(self.device)
-                    stats = train_step(self.model, self.opts, observed, self.rng)
+                    stats = train_step(self.model, self.opts, observed, self.rng, sync)
                     problem = self._divergence(stats)
                     if problem is not None:
                         event = self._recover(problem)
                         bar.write(f"warning: {event}")
                         bar.n = self.step
-                        if self.run_dir is not None:
+                        if self.run_dir is not None and self.dist.is_main:
                             self._trim_metrics()
                             self._log({"step": self.step, "event": event})
                         continue
                     self.step += 1
                     self.last_stats = stats
                     row = {"step": self.step, **stats, "seconds": done_before + time.perf_counter() - start}
-                    if self.run_dir is not None:
+                    if self.run_dir is not None and self.dist.is_main:
                         self._log(row)
                     self._periodic()
                     bar.update(1)
@@ -384,7 +410,7 @@ class Trainer:
         finally:
             bar.close()
         if self.run_dir is not None and self._saved_step != self.step:
-            self.save_checkpoint()
+            self._snapshot()
         return self.model
 
     def _sampler(self, data: Any) -> Any:
@@ -398,7 +424,8 @@ class Trainer:
         cfg = self.config
         if self.step % cfg.checkpoint_every == 0:
             self._snapshot()
-        if self.run_dir is not None and self.step % cfg.preview_every == 0 and self.on_preview is not None:
+        if (self.run_dir is not None and self.dist.is_main and self.step % cfg.preview_every == 0
+                and self.on_preview is not None):
             self.on_preview(self.run_dir / "samples", self.step, self.preview())
 
     def _elapsed_before(self) -> float:
