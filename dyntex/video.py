@@ -19,6 +19,9 @@ Truncated or corrupt files: if decoding fails after at least one frame was decod
 decoded so far are kept and an :class:`InputWarning` says so; if nothing was decoded, an
 :class:`~dyntex.errors.InputError` is raised. A stream that ends cleanly but short of the frame
 count its header reports (a file cut off mid-way) is kept the same way, with the same warning.
+Decoding goes packet by packet: a packet the decoder rejects (e.g. a bit flip inside a frame) is
+skipped, and one :class:`InputWarning` counts the skipped packets. A stream whose codec header is
+missing or corrupt raises :class:`~dyntex.errors.InputError`.
 
 Writing (:func:`write_video`, :func:`write_frames`, :func:`write_npy`, :func:`write_png`) always
 writes to a hidden temporary name in the destination folder and renames it into place with
@@ -282,21 +285,35 @@ def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Vid
         if container.format.name in _TEXT_DEMUXERS or not container.streams.video:
             raise InputError(f"{path}: file has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         ctx = stream.codec_context
+        if ctx is None:  # the demuxer found a stream but its codec header is missing or corrupt
+            raise InputError(f"{path}: corrupt or unsupported video, its codec cannot be opened")
+        stream.thread_type = "AUTO"
         if ctx.width and ctx.height:
             sink.check_pixels(ctx.width, ctx.height)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate and 0 < float(rate) <= 1000 else DEFAULT_FPS
         total = stream.frames or None
-        decoded = 0
+        decoded = skipped = 0
+        first_error: BaseException | None = None
         try:
-            for frame in container.decode(stream):
-                decoded += 1
-                if decoded <= start:
+            # Packet by packet, so that one corrupt packet (a bit flip in a frame) costs that
+            # frame only; demux ends with empty packets that flush the decoder.
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except (av.FFmpegError, ValueError) as e:
+                    skipped += 1
+                    first_error = first_error or e
                     continue
-                sink.check_pixels(frame.width, frame.height)
-                sink.add(_frame_rgb(frame))
+                for frame in frames:
+                    decoded += 1
+                    if decoded <= start:
+                        continue
+                    sink.check_pixels(frame.width, frame.height)
+                    sink.add(_frame_rgb(frame))
+                    if len(sink.frames) >= limit:
+                        break
                 if len(sink.frames) >= limit:
                     break
         except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
@@ -305,10 +322,18 @@ def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Vid
             warnings.warn(f"{path}: decoding stopped after {decoded} frames ({_reason(e)}); "
                           f"keeping the {len(sink.frames)} frames decoded", InputWarning, stacklevel=3)
         else:
-            if len(sink.frames) < limit and total is not None and decoded < total:
+            if skipped and sink.frames:
+                warnings.warn(f"{path}: skipped {skipped} corrupt packet(s) ({_reason(first_error)}); "
+                              f"keeping the {len(sink.frames)} frames decoded", InputWarning, stacklevel=3)
+            elif sink.frames and len(sink.frames) < limit and total is not None and decoded < total:
                 warnings.warn(f"{path}: header says {total} frames but only {decoded} decoded; "
                               "the file may be truncated", InputWarning, stacklevel=3)
     if not sink.frames:
+        if first_error is not None and not decoded:
+            raise InputError(f"{path}: corrupt or unsupported video, no frame decoded ({_reason(first_error)})")
+        if total is not None and decoded < min(total, start + 1):
+            raise InputError(f"{path}: header says {total} frames but {decoded or 'none'} could be "
+                             "decoded; the file may be truncated")
         where = f"after skipping start={start}" if start else "at all"
         raise InputError(f"{path}: no frames could be decoded {where} ({decoded} in file)")
     return Video(np.stack(sink.frames), fps, path.stem, total)
