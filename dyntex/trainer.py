@@ -74,6 +74,16 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def remove_stale_temps(run_dir: Path) -> None:
+    """Delete temporary files left by writes that a crash (SIGKILL, power loss) cut short:
+    ``.NAME.*.tmp`` from :func:`atomic_write` and ``.NAME.*.part`` from the video writers. Only
+    called when a run starts or resumes, when no other process writes to the run folder."""
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
+        if folder.is_dir():
+            for stale in [*folder.glob(".*.tmp"), *folder.glob(".*.part")]:
+                stale.unlink(missing_ok=True)
+
+
 def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
 
@@ -216,6 +226,7 @@ class Trainer:
         if resume and existing:
             self._restore(load_checkpoint(existing[-1]), existing[-1])
         if self.dist.is_main:
+            remove_stale_temps(self.run_dir)
             write_json(self.run_dir / "config.json", self.config.to_dict())
             self._trim_metrics()
 
