@@ -8,6 +8,7 @@ import pytest
 
 from dyntex.errors import ConfigError, InputError
 from eval.baselines import BASELINES, fftlds, hosvd, lds, run
+from eval.loading import load_clip
 from eval.metrics import psnr
 
 MODULES = {"lds": lds, "hosvd": hosvd, "fftlds": fftlds}
@@ -189,21 +190,11 @@ REFERENCE_T32_S64 = {
 }
 
 
-def load_reference_clip(path: Path, T: int, S: int) -> np.ndarray:
-    """Reference protocol: first T frames, /255, INTER_AREA to shorter side S, centre crop.
-
-    Frames are scaled to [0, 1] before resizing (float resize, as the reference does).
-    """
-    from dyntex.video import read_video, resize_crop
-    frames = read_video(path, frames=T).frames
-    return np.stack([resize_crop(f / 255.0, S) for f in frames])
-
-
 @pytest.mark.shared_data
 @pytest.mark.parametrize("clip_name", list(REFERENCE_T32_S64))
 def test_matches_reference_on_real_clips(shared_data: Path, clip_name: str) -> None:
     ref = REFERENCE_T32_S64[clip_name]
-    clip = load_reference_clip(shared_data / ref["file"], T=32, S=64)
+    clip = load_clip(shared_data / ref["file"], frames=32, size=64)   # the reference protocol
     assert clip.shape == (32, 64, 64, 3)
     for name, mod in MODULES.items():
         model = mod.fit(clip)
