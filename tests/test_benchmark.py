@@ -1,0 +1,264 @@
+"""Tests of the benchmark (eval.benchmark, eval.loading) and the ``dyntex benchmark`` command."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import eval.benchmark as bm
+from cli import main
+from dyntex.errors import ConfigError, InputError
+from dyntex.video import read_video, write_png, write_video
+from eval.baselines import BASELINES, Baseline
+from eval.loading import find_clips, load_clip, read_head_tail, unit_frames
+
+T, S, K = 12, 16, 2
+FAST = dict(frames=T, size=S, samples=K, progress=False, memo_frames=4 * T)
+BASELINE_ROWS = ("lds", "hosvd", "fftlds")
+
+
+def waves(n: int, size: int = 40, seed: int = 0) -> np.ndarray:
+    """uint8 (n, size, size, 3): three drifting plane waves, a smooth stand-in for a texture."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    k, w = rng.uniform(2, 6, (3, 2)), rng.uniform(0.2, 0.6, 3)
+    frames = []
+    for t in range(n):
+        g = sum(np.sin(2 * np.pi * (k[i, 0] * xx + k[i, 1] * yy) + w[i] * t) for i in range(3)) / 3
+        frames.append(np.stack([0.5 + 0.4 * g, 0.4 + 0.3 * g, 0.3 + 0.2 * g], axis=-1))
+    return (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """wave (30 frames: has a next window), pond/ (input + mask video), short (10 frames: used
+    at 8), frames/ (12 PNGs: no next window), tiny (5 frames: skipped), notes.md (ignored)."""
+    root = tmp_path_factory.mktemp("clips")
+    write_video(root / "wave.mp4", waves(30), 25)
+    (root / "pond").mkdir()
+    write_video(root / "pond" / "pond_input.mp4", waves(30, seed=1), 25)
+    write_video(root / "pond" / "pond_mask.mp4", np.full((30, 40, 40, 3), 255, np.uint8), 25)
+    write_video(root / "short.gif", waves(10, seed=2), 10)
+    write_video(root / "tiny.mp4", waves(5, seed=3), 25)
+    (root / "frames").mkdir()
+    for i, f in enumerate(waves(12, seed=4)):
+        write_png(root / "frames" / f"f_{i}.png", f)
+    (root / "notes.md").write_text("not a clip")
+    return root
+
+
+@pytest.fixture(scope="module")
+def baselines_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("results")
+    return bm.run_benchmark(data_dir, out, methods="lds,hosvd,fftlds", **FAST), out
+
+
+def clip_entry(report: bm.Report, name: str) -> dict:
+    return next(c for c in report.results["clips"] if c["clip"] == name)
+
+
+# --------------------------------------------------------------------------- finding and loading
+
+
+def test_find_clips_names_mask_and_frame_folders(data_dir: Path) -> None:
+    clips = {c.name: c for c in find_clips(data_dir)}
+    assert set(clips) == {"frames", "pond", "short", "tiny", "wave"}
+    assert clips["pond"].path.name == "pond_input.mp4"          # the mask video is skipped
+    assert clips["frames"].path == data_dir / "frames"
+    assert all(c.skip is None for c in clips.values())
+
+
+def test_find_clips_refuses_bad_folders(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such folder"):
+        find_clips(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(InputError, match="no clips found"):
+        find_clips(tmp_path / "empty")
+
+
+def test_loading_divides_before_resizing(data_dir: Path) -> None:
+    clip = load_clip(data_dir / "wave.mp4", frames=T, size=S)
+    assert clip.shape == (T, S, S, 3) and clip.dtype == np.float32
+    raw = read_video(data_dir / "wave.mp4", frames=T).frames
+    np.testing.assert_array_equal(clip, unit_frames(raw, S))
+    rounded = read_video(data_dir / "wave.mp4", frames=T, size=S).frames / 255.0
+    assert 0 < np.abs(clip - rounded).max() <= 0.5 / 255 + 1e-6       # not uint8-resized
+    head, tail, fps, total = read_head_tail(data_dir / "wave.mp4", 2 * T, 30, S)
+    assert head.shape[0] == 2 * T and tail.shape[0] == 30 - 2 * T and fps == 25
+    np.testing.assert_array_equal(head[:T], clip)
+
+
+# --------------------------------------------------------------------------- tables and files
+
+
+def test_table_has_every_method_and_both_reference_rows(baselines_run) -> None:
+    report, _ = baselines_run
+    summary = report.text.split("## Per clip")[0]
+    for label in ("LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"):
+        assert f"| {label} |" in summary
+    rows = {s["row"]: s for s in report.results["summary"]}
+    assert rows["lds"]["clips"] == 4 and rows["nextwindow"]["clips"] == 2    # wave, pond
+    for key in ("psnr", "ssim", "spectrum", "motion", "color", "diversity", "memorisation"):
+        assert rows["lds"][key] is not None
+    assert rows["nextwindow"]["diversity"] is None and rows["meanframe"]["diversity"] == 0.0
+    for line in ("PSNR", "SSIM", "spectrum", "motion", "colour", "diversity", "memorisation"):
+        assert f"- **{line}**:" in report.text
+
+
+def test_short_clips_and_skips(baselines_run) -> None:
+    report, _ = baselines_run
+    per_clip = {line.split(" | ")[0].strip("| "): line for line in report.text.splitlines()
+                if line.startswith("| ")}
+    short = clip_entry(report, "short")
+    assert short["frames_used"] == 8 and "used the first 8" in " ".join(short["notes"])
+    assert "nextwindow" not in short["rows"] and "nextwindow" not in clip_entry(report, "frames")["rows"]
+    # next window column (the 6th cell) is a dash for the short videos, a score for wave
+    assert per_clip["short"].split(" | ")[6] == bm.DASH
+    assert per_clip["frames"].split(" | ")[6] == bm.DASH
+    assert per_clip["wave"].split(" | ")[6] != bm.DASH
+    tiny = clip_entry(report, "tiny")
+    assert tiny["skip"] == "only 5 frames (fewer than 8)" and tiny["rows"] == {}
+    assert "skipped: only 5 frames (fewer than 8)" in per_clip["tiny"]
+
+
+def test_result_files(baselines_run) -> None:
+    report, out = baselines_run
+    for name in ("table.md", "results.csv", "results.json", "contact_sheet.png"):
+        assert (out / name).is_file(), name
+    assert (out / "table.md").read_text().startswith(report.text)
+    data = json.loads((out / "results.json").read_text())
+    assert data["settings"]["frames"] == T and data["settings"]["methods"] == list(BASELINE_ROWS)
+    assert {"dyntex", "torch", "numpy"} <= set(data["versions"])
+    assert data["machine"]["cpu_count"] >= 1 and data["machine"]["platform"]
+    lds = clip_entry(report, "wave")["rows"]["lds"]
+    assert lds["fit_seconds"] >= 0 and lds["sample_seconds"] >= 0 and lds["max_abs_eig"] > 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    wave = {r["row"]: r for r in rows if r["clip"] == "wave"}
+    assert set(wave) == {*BASELINE_ROWS, "meanframe", "nextwindow"}
+    assert float(wave["lds"]["psnr"]) == pytest.approx(lds["psnr"], rel=1e-5)
+    assert any(r["clip"] == "tiny" and r["note"].startswith("skipped") for r in rows)
+
+
+def test_side_by_side_and_contact_sheet(baselines_run) -> None:
+    report, out = baselines_run
+    band, n = max(12, S // 5), 1 + len(BASELINE_ROWS)              # observed + 3 methods
+    width = n * S + (n - 1) * 2
+    mp4 = read_video(out / "side_by_side" / "wave.mp4")
+    assert mp4.frames.shape == (T, band + S, width, 3)
+    gif = read_video(out / "side_by_side" / "wave.gif")
+    assert gif.frames.shape == (T, band + S, width, 3)
+    assert read_video(out / "side_by_side" / "short.mp4").frames.shape[0] == 8
+    assert not (out / "side_by_side" / "tiny.mp4").exists()
+    sheet = np.asarray(Image.open(out / "contact_sheet.png"))
+    used = 4                                                        # clips, tiny skipped
+    assert sheet.shape[0] == used * n * (S + 2) + 2
+
+
+def test_side_by_side_layout() -> None:
+    clips = [np.full((3, 32, 32, 3), v, np.uint8) for v in (0, 100, 200)]
+    video = bm.side_by_side(clips, ["observed", "LDS", "a long label"])
+    assert video.shape == (3, 12 + 32, 3 * 32 + 2 * 2, 3)
+    assert (video[:, 12:, 34:66] == 100).all()                      # second panel untouched
+    assert (video[0, :12] < 255).any()                              # labels drawn in the band
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def test_rerun_uses_the_cache(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    kw = dict(methods="lds,hosvd", clips="wave,short", **FAST)
+    first = bm.run_benchmark(data_dir, tmp_path, **kw)
+    calls = []
+
+    def counting(name: str) -> Baseline:
+        b = BASELINES[name]
+        return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
+
+    monkeypatch.setattr(bm, "BASELINES", {n: counting(n) for n in BASELINES})
+    second = bm.run_benchmark(data_dir, tmp_path, **kw)
+    assert calls == []
+    for name in ("wave", "short"):
+        a, b = clip_entry(first, name)["rows"], clip_entry(second, name)["rows"]
+        assert not a["lds"]["cached"] and b["lds"]["cached"] and b["hosvd"]["cached"]
+        assert b["lds"]["psnr"] == a["lds"]["psnr"] and b["lds"]["fit_seconds"] == a["lds"]["fit_seconds"]
+    # Another setting that changes the samples refits; a metric-only option only rescores.
+    bm.run_benchmark(data_dir, tmp_path, **{**kw, "clips": "wave", "stabilize": True})
+    assert sorted(calls) == ["hosvd", "lds"]
+    rgb = bm.run_benchmark(data_dir, tmp_path, **{**kw, "clips": "wave", "rgb": True})
+    assert sorted(calls) == ["hosvd", "lds"] and clip_entry(rgb, "wave")["rows"]["lds"]["cached"]
+    assert clip_entry(rgb, "wave")["rows"]["lds"]["psnr"] != clip_entry(first, "wave")["rows"]["lds"]["psnr"]
+
+
+def test_coop_row_trains_once_and_samples_fresh_latents(data_dir: Path, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    import dyntex.trainer
+
+    kw = dict(methods="coop,lds", clips="wave", preset="tiny", iters=2, device="cpu", **FAST)
+    report = bm.run_benchmark(data_dir, tmp_path, **kw)
+    coop = clip_entry(report, "wave")["rows"]["coop"]
+    assert coop["iters"] == 2 and coop["max_abs_eig"] is None and coop["diversity"] > 0
+    assert "| CoopNets |" in report.text
+    entry = next((tmp_path / "cache" / "wave").glob("coop-*"))
+    assert np.load(entry / "samples.npy").shape == (K, T, S, S, 3)
+    assert not (entry / "run" / "checkpoints").exists() and (entry / "run" / "metrics.csv").exists()
+    n = 3                                                           # observed | coop | lds
+    assert read_video(tmp_path / "side_by_side" / "wave.mp4").frames.shape[2] == n * S + (n - 1) * 2
+
+    def no_training(*a, **k):
+        raise AssertionError("the cached CoopNets result should be reused")
+
+    monkeypatch.setattr(dyntex.trainer.Trainer, "fit", no_training)
+    again = bm.run_benchmark(data_dir, tmp_path, **kw)
+    assert clip_entry(again, "wave")["rows"]["coop"]["cached"]
+
+
+def test_bad_settings(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown method"):
+        bm.run_benchmark(data_dir, tmp_path, methods="lds,gan", **FAST)
+    with pytest.raises(ConfigError, match="unknown clip"):
+        bm.run_benchmark(data_dir, tmp_path, methods="lds", clips="nope", **FAST)
+    with pytest.raises(ConfigError, match="frames"):
+        bm.run_benchmark(data_dir, tmp_path, methods="lds", **{**FAST, "frames": 4})
+    with pytest.raises(ConfigError, match="multiple of 4"):                 # coop's networks
+        bm.run_benchmark(data_dir, tmp_path, methods="coop", **{**FAST, "frames": 10})
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_benchmark(data_dir: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["benchmark", str(data_dir), "--methods", "lds,fftlds",
+                                       "--clips", "wave,tiny", "--frames", str(T), "--size", str(S),
+                                       "--samples", "2", "--out", str(tmp_path), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "| LDS |" in result.output and "| next window |" in result.output
+    assert "skipped: only 5 frames" in result.output
+    assert (tmp_path / "table.md").is_file()
+
+
+def test_cli_bad_data_dir_is_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["benchmark", str(tmp_path / "nowhere"), "--methods", "lds",
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no such folder" in lines[0]
+
+
+# --------------------------------------------------------------------------- real clips
+
+# /work/shared/reference/baselines_dev.md, T = 32, S = 64: mean luma PSNR of LDS over 3 samples.
+REFERENCE_LDS = {"fire_pot": 16.43, "flag": 24.54}
+
+
+@pytest.mark.shared_data
+def test_lds_matches_reference_table(shared_data: Path, tmp_path: Path) -> None:
+    report = bm.run_benchmark(shared_data, tmp_path, methods="lds", clips=",".join(REFERENCE_LDS),
+                              frames=32, size=64, samples=3, memo_frames=64, progress=False)
+    for name, ref in REFERENCE_LDS.items():
+        assert clip_entry(report, name)["rows"]["lds"]["psnr"] == pytest.approx(ref, abs=0.3), name
