@@ -26,7 +26,6 @@ training resumes from its last checkpoint), so a rerun computes only what is mis
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
 import io
 import json
@@ -44,6 +43,7 @@ from typing import Any, Iterator
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from dyntex.errors import ConfigError, DyntexError, OutputError
 from eval import metrics
@@ -127,62 +127,15 @@ def _fmt(value: Any, spec: str) -> str:
     return spec.format(value)
 
 
-@functools.lru_cache(maxsize=1)
-def _openblas_thread_controls() -> tuple[tuple[Any, Any], ...]:
-    """(get, set) thread-count functions of the OpenBLAS libraries loaded in this process (Linux).
-
-    numpy's wheels ship OpenBLAS under prefixed names (``scipy_openblas_set_num_threads64_``);
-    this is the lookup threadpoolctl does, for when threadpoolctl is not installed.
-    """
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = {line.split()[-1] for line in fh if "openblas" in line.lower()
-                     and line.split()[-1].startswith("/")}
-    except OSError:
-        return ()
-    controls = []
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("", "scipy_"):
-            for suffix in ("", "64_"):
-                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                    controls.append((get, set_))
-    return tuple(controls)
-
-
 @contextmanager
 def _single_threaded_blas() -> Iterator[None]:
     """Run numpy's BLAS on one thread inside the block (restored afterwards).
 
     The baselines and metrics multiply small matrices, where BLAS threads mostly wait for each
     other (and for any other busy process): on two cores one thread is several times faster.
-    Uses threadpoolctl when it is installed, else OpenBLAS's own setter; a no-op elsewhere.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        threadpool_limits = None
-    if threadpool_limits is not None:
-        with threadpool_limits(limits=1, user_api="blas"):
-            yield
-        return
-    controls = _openblas_thread_controls()
-    saved = [get() for get, _ in controls]
-    for _, set_ in controls:
-        set_(1)
-    try:
+    with threadpool_limits(limits=1, user_api="blas"):
         yield
-    finally:
-        for (_, set_), n in zip(controls, saved):
-            set_(max(1, n))
 
 
 def _write_text(path: Path, text: str) -> None:
