@@ -142,6 +142,9 @@ class WindowSampler:
                                  f"{v.name}: {v.frames.shape[2]}x{v.frames.shape[1]}); give a size "
                                  "(e.g. --size 64) to resize them all")
         for v in videos:
+            if len(v.frames) == 1 and frames > 1:
+                raise InputError(f"{v.name} is a single frame, not a video; training windows need "
+                                 f"{frames} frames")
             if len(v.frames) < frames:
                 raise InputError(f"{v.name} has only {len(v.frames)} frames but windows of {frames} "
                                  f"were asked; use --frames {len(v.frames)} or a longer clip")
