@@ -99,8 +99,8 @@ _OVERRIDES = ("frames", "size", "window", "iters", "chains", "langevin_steps", "
 
 
 @main.command()
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.argument("input_path", metavar="INPUT", type=click.Path(readable=False, path_type=Path))
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Run folder: config.json, metrics.csv, checkpoints/, samples/.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -123,9 +123,9 @@ def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | 
 
 
 @main.command()
-@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("run_dir", type=click.Path(readable=False, path_type=Path))
 @click.option("-n", "n", type=int, default=3, show_default=True, help="Number of clips.")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
               help="Output folder.")
 @click.option("--format", "formats", default="mp4,gif", show_default=True,
               help="Comma-separated subset of mp4, gif, png (frame folders), npy (float [0,1]).")
@@ -148,7 +148,7 @@ def synthesize(run_dir: Path, n: int, out: Path, formats: str, frames: int | Non
 
 @main.command()
 @click.option("--out", "-o", default="demo_out", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path))
+              type=click.Path(path_type=Path))
 @click.option("--iters", type=int, default=None, help="Training iterations (default: the fast preset's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -158,6 +158,78 @@ def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
 
     paths = api.demo(out, iters=iters, progress=not quiet, device=device)
     click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}")
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("--methods", default="coop,lds,hosvd,fftlds", show_default=True,
+              help="Comma-separated subset of coop, lds, hosvd, fftlds.")
+@click.option("--clips", default=None, help="Comma-separated clip names (default: every clip).")
+@click.option("--frames", type=int, default=32, show_default=True,
+              help="T: each method is fit on the first T frames and synthesizes T frames.")
+@click.option("--size", type=int, default=64, show_default=True, help="Frame side S.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="fast", show_default=True,
+              help="CoopNets preset: its networks and optimisation (T and S are --frames and --size).")
+@click.option("--iters", type=int, default=None, help="CoopNets iterations (default: the preset's).")
+@click.option("--samples", type=int, default=3, show_default=True, help="K: samples per method.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "-o", default="results", show_default=True, type=click.Path(path_type=Path),
+              help="Results folder (tables, videos, contact sheet, cache/).")
+@click.option("--noise/--no-noise", default=True, show_default=True,
+              help="Baselines roll out with their noise term; --no-noise: deterministic "
+                   "rollouts, labelled 'reconstruction'.")
+@click.option("--stabilize", is_flag=True, help="Reflect unstable eigenvalues of the fitted A.")
+@click.option("--rgb", is_flag=True, help="PSNR/SSIM on RGB instead of luma.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="Where CoopNets trains (default: the preset's, auto).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
+    """Compare CoopNets with LDS, HOSVD and FFT-LDS on the clips in DATA_DIR."""
+    from eval.benchmark import run_benchmark
+
+    try:
+        report = run_benchmark(data_dir, out, progress=not quiet, **options)
+    except KeyboardInterrupt:
+        if click.get_current_context().find_root().params.get("debug"):
+            raise
+        _fail(f"interrupted; finished results are cached in {out}/cache: run the same command "
+              "again to continue", EXIT_INTERRUPTED)
+    click.echo(report.text)
+    click.echo(f"wrote {out}/table.md, results.csv, results.json, side_by_side/ and "
+               f"contact_sheet.png ({report.wall_seconds:.1f} s)")
+
+
+@main.command()
+@click.option("--preset", type=click.Choice(["paper", "fast"]), default="paper", show_default=True,
+              help="Networks and settings to time.")
+@click.option("--frames", type=int, default=None, help="Frames T (default: the preset's).")
+@click.option("--size", type=int, default=None, help="Frame side S (default: the preset's).")
+@click.option("--chains", type=int, default=None, help="Langevin chains (default: the preset's).")
+@click.option("--langevin-steps", type=int, default=None, help="Langevin steps l (default: the preset's).")
+@click.option("--iters", type=int, default=3, show_default=True,
+              help="Timed iterations (the median is reported).")
+@click.option("--warmup", type=int, default=1, show_default=True, help="Untimed iterations first.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
+              show_default=True)
+@click.option("--threads", type=int, default=None, help="CPU threads (default: physical cores).")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32",
+              show_default=True, help="tf32: TF32 matmuls/convs on CUDA; bf16: autocast.")
+@click.option("--no-fastops", "no_fastops", is_flag=True,
+              help="Time the plain PyTorch formulation (the 'before' of the fast layers).")
+@click.option("--no-calibration", is_flag=True, help="Skip the peak-FLOP/s calibration kernels.")
+@click.option("--no-baselines", is_flag=True, help="Skip the LDS/HOSVD timings.")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def speed(no_fastops: bool, no_calibration: bool, no_baselines: bool, as_json: bool,
+          **options: Any) -> None:
+    """Time a training iteration (and synthesis, Langevin, baselines) against this machine's peak."""
+    import json
+
+    from dyntex.speed import format_table, measure
+
+    say = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
+    result = measure(fast_ops=not no_fastops, calibration=not no_calibration,
+                     baselines=not no_baselines, progress=say, **options)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 
 if __name__ == "__main__":

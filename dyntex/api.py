@@ -5,15 +5,17 @@ These are what the ``dyntex`` command calls (``cli.py`` only parses options and 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .clips import fps_of, load_inputs
+from . import distributed
+from .clips import WindowSampler, fps_of, load_inputs
 from .config import Config, make_config
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 from .trainer import Trainer, load_model
 from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, write_outputs, write_png, write_video
 
@@ -30,17 +32,51 @@ def preview_writer(fps: float, observed: np.ndarray | None = None):
     return write
 
 
+def check_output_folder(out: str | Path) -> None:
+    """Refuse an output folder that cannot be created or written, before any work is done.
+
+    Nothing is created here: the nearest existing ancestor must be a writable folder.
+
+    Raises:
+        OutputError: ``out`` (or a parent) is a file, or the folder is not writable.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output folder {out} is a file; choose another --out")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"cannot create output folder {out}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to {probe}: permission denied")
+
+
 def train(inputs: str | Path | list[Video], out: str | Path, config: Config, resume: bool = False,
           progress: bool = False) -> Trainer:
     """Train into run folder ``out`` on ``inputs``: a path (video file, gif, frame folder or a
-    folder of those) or videos already decoded with :func:`dyntex.clips.load_inputs`."""
+    folder of those) or videos already decoded with :func:`dyntex.clips.load_inputs`.
+
+    Inputs and the output folder are checked before the run folder is touched, so bad input
+    leaves nothing behind."""
+    check_output_folder(out)
     videos = inputs if isinstance(inputs, list) else load_inputs(inputs, config.frames, config.size)
+    WindowSampler(videos, config.frames, config.window, torch.Generator())  # too-short clips etc.
     fps = fps_of(videos)
     source = ", ".join(v.name for v in videos) if isinstance(inputs, list) else str(inputs)
-    trainer = Trainer(config, run_dir=out, resume=resume, progress=progress,
-                      meta={"fps": fps, "source": source},
-                      on_preview=preview_writer(fps, videos[0].frames[: config.frames]))
-    trainer.fit(videos)
+    joined_before = distributed.current().active
+    # under torchrun: join the process group (and leave it after, unless the caller had joined)
+    started = distributed.init_from_env(config.device).active and not joined_before
+    try:
+        trainer = Trainer(config, run_dir=out, resume=resume, progress=progress,
+                          meta={"fps": fps, "source": source},
+                          on_preview=preview_writer(fps, videos[0].frames[: config.frames]))
+        trainer.fit(videos)
+    finally:
+        if started:
+            distributed.shutdown()
     return trainer
 
 
@@ -58,6 +94,7 @@ def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[s
     if unknown or not formats:
         raise ConfigError(f"unknown format(s) {', '.join(sorted(unknown)) or '(none given)'}; "
                           f"choose from {', '.join(OUTPUT_FORMATS)}")
+    check_output_folder(out)
     model, meta = load_model(run_dir, device)
     g = torch.Generator(device=model.device).manual_seed(seed)
     clips = from_model(model.synthesize(n, frames=frames, langevin_steps=langevin_steps, generator=g))
@@ -73,6 +110,7 @@ def demo(out: str | Path, iters: int | None = None, progress: bool = True, **ove
     from .sample_data import sample_clip
 
     out = Path(out)
+    check_output_folder(out)
     cfg = make_config("fast", iters=iters, **overrides)
     videos = load_inputs(sample_clip(), cfg.frames, cfg.size)
     trainer = train(videos, out / "run", cfg, resume=(out / "run" / "checkpoints").is_dir(), progress=progress)
