@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from . import fastops
 from .config import Config
 from .langevin import infer_latent, revise
 from .nets import Descriptor, Generator, build_nets
@@ -74,8 +75,8 @@ class Optimizers:
     @classmethod
     def for_model(cls, model: CoopNets) -> "Optimizers":
         cfg = model.config
-        return cls(torch.optim.Adam(model.descriptor.parameters(), lr=cfg.lr_des, betas=(cfg.beta1, 0.999)),
-                   torch.optim.Adam(model.generator.parameters(), lr=cfg.lr_gen, betas=(cfg.beta1, 0.999)))
+        return cls(fastops.adam(model.descriptor.parameters(), lr=cfg.lr_des, betas=(cfg.beta1, 0.999)),
+                   fastops.adam(model.generator.parameters(), lr=cfg.lr_gen, betas=(cfg.beta1, 0.999)))
 
     def state_dict(self) -> dict:
         return {"descriptor": self.descriptor.state_dict(), "generator": self.generator.state_dict()}

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .fastops import accelerate
 
 FAST_MARGIN = 4  # frames rendered and dropped at each temporal end by the fast generator
 
@@ -229,4 +230,5 @@ def build_nets(arch: str, frames: int, size: int, latent_channels: int, channels
     """Build the descriptor and generator for a config's ``arch``/``frames``/``size``."""
     check_shape(arch, frames, size)
     builder = {"paper": build_paper, "fast": build_fast}[arch]
-    return builder(frames, size, channels=channels, latent_channels=latent_channels)
+    return tuple(accelerate(net) for net in builder(frames, size, channels=channels,
+                                                     latent_channels=latent_channels))

@@ -50,6 +50,15 @@ def _one_process_reference(world):
     """One process accumulating the gradients of `world` groups of chains, each group with the
     random streams of the rank that would run it."""
     cfg = _cfg()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: a matmul's summation order may depend on the threads
+    try:
+        return _accumulate_groups(cfg, world)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _accumulate_groups(cfg, world):
     torch.manual_seed(cfg.seed)
     model = CoopNets(cfg)
     opts = Optimizers.for_model(model)

@@ -1,0 +1,494 @@
+"""Faster formulations of the networks' layers: the same function, the same parameters.
+
+:func:`accelerate` swaps the ``nn.Conv3d`` / ``nn.ConvTranspose3d`` layers of a module for the
+subclasses below. They hold the very same ``Parameter`` objects (same ``state_dict`` keys, shapes
+and values, so checkpoints are unaffected); only some weights are re-laid out in memory
+(``channels_last_3d``), which changes strides, never values. Each subclass picks, per call, a
+rewrite of the layer that PyTorch's generic CPU kernels run slowly, and falls back to the plain
+layer for anything it does not recognise:
+
+* a convolution whose kernel covers the whole input plane (the descriptors' "spatially fully
+  connected" layer, kernel ``(k, H, W)``) is ``k`` strided matrix products over frames
+  (:class:`_FCConv`): no im2col, no padded copy, input gradient and weight gradient the same way;
+* a transposed convolution of a 1 x 1 plane (the generators' first spatial layer, kernel
+  ``(k, h, w)``) is a matrix product per frame plus an overlap-add in time (:class:`_FCConvT`);
+* a strided convolution with few input channels (the descriptors' first layer, 3 -> C) moves
+  its temporal taps into channels and runs as a 2-D convolution over frames (:func:`_time_unfold_conv`),
+  whose input gradient (what Langevin adds to the clips) oneDNN computes far faster than the 3-D
+  one with 3 output channels;
+* a strided transposed convolution is split into its ``prod(stride)`` output phases, each an
+  ordinary stride-1 convolution with a sub-kernel (:func:`_phase_conv_transpose`), when that is the
+  faster formulation (large channel counts), or a single convolution with the phases stacked as
+  output channels (few output channels, e.g. RGB).
+
+Weight gradients are skipped when the autograd call does not ask for them (Langevin takes input
+gradients only), as PyTorch's own convolutions do.
+
+The switch: ``DYNTEX_FASTOPS=0`` in the environment makes :func:`accelerate` a no-op, and
+:func:`set_enabled` / :func:`enabled_scope` turn the rewrites off at run time (the accelerated
+layers then run the plain PyTorch formulation, which the tests use as the reference).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+CL3 = torch.channels_last_3d
+
+ENV_VAR = "DYNTEX_FASTOPS"
+_enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "off", "no")
+
+# A strided Conv3d is run as a 2-D convolution over frames when in_channels * kernel_t is at most
+# this (the input is small, so moving the temporal taps into channels costs a cheap copy).
+SMALL_CIN_TAPS = 32
+
+
+def enabled() -> bool:
+    """Whether the fast formulations are in use (``DYNTEX_FASTOPS`` unset or not 0)."""
+    return _enabled
+
+
+def set_enabled(flag: bool) -> bool:
+    """Turn the fast formulations on or off for all accelerated layers; returns the old state."""
+    global _enabled
+    old, _enabled = _enabled, bool(flag)
+    return old
+
+
+@contextlib.contextmanager
+def enabled_scope(flag: bool) -> Iterator[None]:
+    """``with enabled_scope(False):`` runs accelerated layers with their plain formulation."""
+    old = set_enabled(flag)
+    try:
+        yield
+    finally:
+        set_enabled(old)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------
+def _alias(t: Tensor | None) -> Tensor | None:
+    """A view of ``t`` whose autograd node tells, during backward, whether t's grad is wanted."""
+    return t if t is None or not t.requires_grad else t.view_as(t)
+
+
+def _wanted(ctx, i: int) -> bool:
+    """Whether the current backward call needs the gradient of the Function's input ``i``.
+
+    ``ctx.needs_input_grad`` only says whether the input requires grad; a Langevin step
+    (``autograd.grad(f, x)``) needs no weight gradient even though the weights require grad.
+    The inputs are passed through :func:`_alias` views, whose nodes the engine can be asked about.
+    """
+    if not ctx.needs_input_grad[i]:
+        return False
+    node = ctx.next_functions[i][0]
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, RuntimeError):  # older torch, or a leaf: compute it to be safe
+        return True
+
+
+def _cl_rows(x: Tensor) -> Tensor:
+    """(B, C, T, H, W) -> (B, T, H*W*C), a view of x in channels_last_3d memory (copied if not)."""
+    b, c, t, h, w = x.shape
+    return x.contiguous(memory_format=CL3).permute(0, 2, 3, 4, 1).reshape(b, t, h * w * c)
+
+
+def _tap_range(n_out: int, n_in: int, stride: int, tap: int, pad: int) -> tuple[int, int]:
+    """Output rows ``[lo, hi)`` whose source frame ``stride * t + tap - pad`` lies in the input."""
+    lo = max(0, -((tap - pad) // stride))  # ceil((pad - tap) / stride)
+    hi = min(n_out, (n_in - 1 + pad - tap) // stride + 1)
+    return lo, max(lo, hi)
+
+
+# ----------------------------------------------------------------------------------------------
+# Spatially fully-connected convolution: kernel (k, H, W) over an (H, W) plane, output 1 x 1
+# ----------------------------------------------------------------------------------------------
+# Frames are grouped by their residue modulo the temporal stride: with frames as rows of a
+# (B * T / st, st, F) array, tap dt reads (or writes) the rows of residue (dt - pt) mod st of every
+# clip at once, shifted by a whole number of rows. Each tap is then ONE matrix product over all
+# clips and frames (weights read once), instead of one per clip.
+def _residue(tap: int, pad: int, stride: int) -> tuple[int, int]:
+    """Frame st*t + tap - pad = st*(t + shift) + rho: returns (rho, shift)."""
+    rho = (tap - pad) % stride
+    return rho, (tap - pad - rho) // stride
+
+
+def _shifted(rows: Tensor, n: int, lo: int, hi: int, shift: int) -> Tensor:
+    """(B, n, K) zeros with rows[:, lo:hi] placed at [lo + shift, hi + shift)."""
+    out = rows.new_zeros(rows.shape[0], n, rows.shape[2])
+    if hi > lo:
+        out[:, lo + shift: hi + shift] = rows[:, lo:hi]
+    return out
+
+
+def _by_residue(rows: Tensor, stride: int) -> tuple[Tensor, int]:
+    """(B, T, F) -> (B * R, stride, F) with R = ceil(T / stride) (zero frames appended if needed)."""
+    b, t, f = rows.shape
+    r = -(-t // stride)
+    if r * stride != t:
+        rows = F.pad(rows, (0, 0, 0, r * stride - t))
+    return rows.reshape(b * r, stride, f), r
+
+
+class _FCConv(torch.autograd.Function):
+    """out[b, :, t] = bias + sum_dt W[:, :, dt] . X[b, :, st*t + dt - pt]   (frames out of range:
+    zero, or the nearest frame with replicate padding)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pad, replicate):
+        b, _, t_in = x.shape[:3]
+        o, kt = weight.shape[0], weight.shape[2]
+        xr = _cl_rows(x)                                            # (B, T, F)
+        wr = weight.permute(0, 2, 3, 4, 1)                          # (O, kt, H, W, C)
+        if not wr.is_contiguous():
+            wr = wr.contiguous()
+        wr = wr.reshape(o, kt, -1)                                  # (O, kt, F)
+        t_out = (t_in + 2 * pad - kt) // stride + 1
+        xg, r = _by_residue(xr, stride)
+        out = (bias.expand(b, t_out, o).clone() if bias is not None
+               else xr.new_zeros(b, t_out, o))
+        for dt in range(kt):
+            rho, shift = _residue(dt, pad, stride)
+            lo, hi = _tap_range(t_out, t_in, stride, dt, pad)
+            if hi > lo:
+                p = torch.mm(xg[:, rho], wr[:, dt].t()).view(b, r, o)
+                out[:, lo:hi] += p[:, lo + shift: hi + shift]
+            if replicate:
+                for t in [*range(0, lo), *range(hi, t_out)]:
+                    frame = min(max(stride * t + dt - pad, 0), t_in - 1)
+                    out[:, t].addmm_(xr[:, frame], wr[:, dt].t())
+        ctx.save_for_backward(xr, wr)
+        ctx.geom = (x.shape, weight.shape, stride, pad, replicate, t_out, bias is not None)
+        # a fresh tensor, never a view: a following in-place ReLU may overwrite it
+        res = out.new_empty(b, o, t_out, 1, 1)
+        res.copy_(out.transpose(1, 2)[..., None, None])
+        return res
+
+    @staticmethod
+    def backward(ctx, gout):
+        xr, wr = ctx.saved_tensors
+        (b, c, t_in, h, w), wshape, stride, pad, replicate, t_out, has_bias = ctx.geom
+        o, kt = wshape[0], wshape[2]
+        g = gout.reshape(b, o, t_out).transpose(1, 2).contiguous()  # (B, T_out, O)
+        r = -(-t_in // stride)
+        taps = []  # (dt, rho, g shifted onto the residue rows, border rows)
+        for dt in range(kt):
+            rho, shift = _residue(dt, pad, stride)
+            lo, hi = _tap_range(t_out, t_in, stride, dt, pad)
+            border = ([(t, min(max(stride * t + dt - pad, 0), t_in - 1))
+                       for t in [*range(0, lo), *range(hi, t_out)]] if replicate else [])
+            taps.append((dt, rho, _shifted(g, r, lo, hi, shift).view(b * r, o), border))
+        gx = gw = gb = None
+        if _wanted(ctx, 0):
+            gxg = xr.new_empty(b * r, stride, h * w * c)
+            written = set()
+            for dt, rho, gs, _ in taps:
+                gxg[:, rho].addmm_(gs, wr[:, dt], beta=1.0 if rho in written else 0.0)
+                written.add(rho)
+            for rho in set(range(stride)) - written:
+                gxg[:, rho].zero_()
+            gxr = gxg.view(b, r * stride, -1)[:, :t_in]
+            for dt, _, _, border in taps:
+                for t, frame in border:
+                    gxr[:, frame].addmm_(g[:, t], wr[:, dt])
+            gx = gxr.reshape(b, t_in, h, w, c).permute(0, 4, 1, 2, 3)
+        if _wanted(ctx, 1):
+            xg, _ = _by_residue(xr, stride)
+            gwr = wr.new_empty(o, kt, h, w, c)
+            gflat = gwr.view(o, kt, -1)
+            for dt, rho, gs, border in taps:
+                gflat[:, dt].addmm_(gs.t(), xg[:, rho], beta=0.0)
+                for t, frame in border:
+                    gflat[:, dt].addmm_(g[:, t].t(), xr[:, frame])
+            gw = gwr.permute(0, 4, 1, 2, 3)                         # (O, C, kt, H, W), CL strides
+        if has_bias and _wanted(ctx, 2):
+            gb = g.sum((0, 1))
+        return gx, gw, gb, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Transposed convolution of a 1 x 1 plane: kernel (k, h, w), output (h, w)
+# ----------------------------------------------------------------------------------------------
+class _FCConvT(torch.autograd.Function):
+    """y[b, :, st*t + dt - pt] += W[:, :, dt]^T x[b, :, t]  (+ bias), frames cropped to t_out.
+
+    One matrix product (B * T_in, C) @ (C, O * kt * hw) gives every tap of every input frame (the
+    weight read once, in its own layout); the taps are then overlap-added in time.
+    """
+
+    @staticmethod
+    def _taps(t_in: int, kt: int, stride: int, pad: int, t_out: int):
+        for dt in range(kt):  # input frames t in [lo, hi) land on output frames f0, f0 + st, ...
+            lo = max(0, -((dt - pad) // stride))
+            hi = max(lo, min(t_in, (t_out - 1 + pad - dt) // stride + 1))
+            yield dt, lo, hi, stride * lo + dt - pad
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, pad, t_out):
+        b, c, t_in = x.shape[:3]
+        o, kt, h, w = weight.shape[1:]
+        xm = x.reshape(b, c, t_in).transpose(1, 2).reshape(b * t_in, c)
+        wf = weight.contiguous().view(c, o * kt * h * w)
+        u = torch.mm(xm, wf).view(b, t_in, o, kt, h * w)
+        y = (bias.view(1, o, 1, 1).expand(b, o, t_out, h * w).contiguous() if bias is not None
+             else x.new_zeros(b, o, t_out, h * w))
+        for dt, lo, hi, f0 in _FCConvT._taps(t_in, kt, stride, pad, t_out):
+            if hi > lo:
+                y[:, :, f0: f0 + stride * (hi - lo - 1) + 1: stride] += u[:, lo:hi, :, dt].transpose(1, 2)
+        ctx.save_for_backward(xm, wf)
+        ctx.geom = (x.shape, weight.shape, stride, pad, t_out, bias is not None)
+        return y.view(b, o, t_out, h, w)
+
+    @staticmethod
+    def backward(ctx, gy):
+        xm, wf = ctx.saved_tensors
+        xshape, wshape, stride, pad, t_out, has_bias = ctx.geom
+        b, c, t_in = xshape[:3]
+        o, kt, h, w = wshape[1:]
+        gy = gy.reshape(b, o, t_out, h * w)
+        gx = gw = gb = None
+        need_x, need_w = _wanted(ctx, 0), _wanted(ctx, 1)
+        if need_x or need_w:
+            taps = list(_FCConvT._taps(t_in, kt, stride, pad, t_out))
+            full = all(lo == 0 and hi == t_in for _, lo, hi, _ in taps)
+            gu = (gy.new_empty if full else gy.new_zeros)(b, t_in, o, kt, h * w)
+            for dt, lo, hi, f0 in taps:
+                if hi > lo:
+                    gu[:, lo:hi, :, dt] = gy[:, :, f0: f0 + stride * (hi - lo - 1) + 1: stride].transpose(1, 2)
+            gu = gu.view(b * t_in, -1)
+            if need_x:
+                gx = torch.mm(gu, wf.t()).view(b, t_in, c).transpose(1, 2).reshape(xshape)
+            if need_w:
+                gw = torch.mm(xm.t(), gu).view(wshape)
+        if has_bias and _wanted(ctx, 2):
+            gb = gy.sum((0, 2, 3))
+        return gx, gw, gb, None, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution with few input channels: its input gradient as a 2-D problem over frames
+# ----------------------------------------------------------------------------------------------
+class _SmallCinConv(torch.autograd.Function):
+    """conv3d (zero padding) whose input gradient moves the temporal taps into channels.
+
+    out[b, :, t] = sum_dt conv2d(x[b, :, st*t + dt - pt], W[:, :, dt]) is a 2-D convolution over
+    output frames with kt * C input channels. The forward pass and the weight gradient are
+    oneDNN's 3-D kernels (fast enough); the input gradient - a transposed convolution with only C
+    (= 3) output channels, slow in 3-D - is the 2-D one with kt * C outputs, then an overlap-add
+    of the kt taps in time (``unfold_backward``).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding):
+        x = x.contiguous(memory_format=CL3)
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, bias is not None)
+        return F.conv3d(x, weight, bias, stride, padding)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, weight = ctx.saved_tensors
+        (st, sh, sw), (pt, ph, pw), has_bias = ctx.conf
+        gy = gy.contiguous(memory_format=CL3)
+        gx = gw = gb = None
+        if _wanted(ctx, 0):
+            b, c, t_in, h, w = x.shape
+            o, _, kt, kh, kw = weight.shape
+            t_out = gy.shape[2]
+            gy2 = gy.transpose(1, 2).reshape(b * t_out, o, *gy.shape[3:])  # NHWC view
+            w2 = weight.transpose(1, 2).reshape(o, kt * c, kh, kw)
+            w2 = w2.contiguous(memory_format=torch.channels_last)
+            shape_only = torch.empty((b * t_out, kt * c, h, w), dtype=x.dtype, device=x.device,
+                                     memory_format=torch.channels_last)  # never written or read
+            gxu = torch.ops.aten.convolution_backward(
+                gy2, shape_only, w2, None, (sh, sw), (ph, pw), (1, 1), False, (0, 0), 1,
+                (True, False, False))[0]
+            gxu = gxu.view(b, t_out, kt, c, h, w).permute(0, 3, 1, 4, 5, 2)  # (B,C,T_out,H,W,kt)
+            tp = t_in + 2 * pt
+            gx = torch.ops.aten.unfold_backward(gxu, (b, c, tp, h, w), 2, kt, st)
+            if pt:
+                gx = gx[:, :, pt: pt + t_in]
+        if _wanted(ctx, 1):
+            gw = torch.ops.aten.convolution_backward(
+                gy, x, weight, None, (st, sh, sw), (pt, ph, pw), (1, 1, 1), False, (0, 0, 0), 1,
+                (False, True, False))[1]
+        if has_bias and _wanted(ctx, 2):
+            gb = gy.sum((0, 2, 3, 4))
+        return gx, gw, gb, None, None
+
+
+# ----------------------------------------------------------------------------------------------
+# The layers
+# ----------------------------------------------------------------------------------------------
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
+
+
+def _plain_ok(x: Tensor, module: nn.Module) -> bool:
+    """Conditions under which only the plain formulation is used (it also serves autocast)."""
+    return (not _enabled or x.device.type == "meta" or x.dim() != 5 or module.groups != 1
+            or tuple(module.dilation) != (1, 1, 1) or not x.is_floating_point()
+            or _autocast_on(x.device.type))
+
+
+class FastConv3d(nn.Conv3d):
+    """``nn.Conv3d`` with faster formulations of spatially fully-connected and few-channel layers."""
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        if _plain_ok(x, self) or self.padding_mode not in ("zeros", "replicate") \
+                or isinstance(self.padding, str):
+            return super().forward(x)
+        kt, kh, kw = self.kernel_size
+        pt, ph, pw = self.padding
+        if ph == pw == 0 and tuple(x.shape[-2:]) == (kh, kw):
+            return _FCConv.apply(_alias(x), _alias(self.weight), _alias(self.bias),
+                                 self.stride[0], pt, self.padding_mode == "replicate")
+        if kt > 1 and self.in_channels * kt <= SMALL_CIN_TAPS:
+            if self.padding_mode != "zeros":
+                x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+                pt = ph = pw = 0
+            return _SmallCinConv.apply(_alias(x), _alias(self.weight), _alias(self.bias),
+                                       tuple(self.stride), (pt, ph, pw))
+        return super().forward(x)
+
+
+class FastConvTranspose3d(nn.ConvTranspose3d):
+    """``nn.ConvTranspose3d`` with a faster formulation of transposed convolutions of a 1 x 1 plane.
+
+    (Strided transposed convolutions stay oneDNN's: splitting them into per-phase stride-1
+    convolutions, or stacking the phases as channels, measured slower forward + backward.)
+    """
+
+    def forward(self, x: Tensor, output_size=None) -> Tensor:  # noqa: D102
+        if _plain_ok(x, self) or output_size is not None or self.padding_mode != "zeros":
+            return super().forward(x, output_size)
+        k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
+        if tuple(x.shape[-2:]) == (1, 1) and p[1:] == (0, 0) and op[1:] == (0, 0):
+            t_out = (x.shape[2] - 1) * s[0] - 2 * p[0] + k[0] + op[0]
+            return _FCConvT.apply(_alias(x), _alias(self.weight), _alias(self.bias), s[0], p[0],
+                                  t_out)
+        return super().forward(x)
+
+
+_SWAP = {nn.Conv3d: FastConv3d, nn.ConvTranspose3d: FastConvTranspose3d}
+
+
+def _swap(layer: nn.Module) -> nn.Module:
+    cls = _SWAP[type(layer)]
+    new = cls.__new__(cls)
+    new.__dict__.update(layer.__dict__)  # the same Parameter objects, hooks and settings
+    return new
+
+
+def _maybe_fully_connected(layer: nn.Module) -> bool:
+    """Layers whose matrix-product formulation reads the weight in channels_last_3d order: a
+    spatial kernel larger than 1 x 1 with spatial stride 1 and no spatial padding (the
+    spatially fully-connected layers; the input size, known only at run time, decides)."""
+    k, s, p = layer.kernel_size, layer.stride, layer.padding
+    return (k[1] * k[2] > 1 and tuple(s[1:]) == (1, 1) and not isinstance(p, str)
+            and tuple(p[1:]) == (0, 0))
+
+
+def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
+    """Swap ``module``'s plain Conv3d / ConvTranspose3d layers (in place) for the fast ones.
+
+    Parameters stay the same objects with the same names, shapes and values; the weights of
+    spatially large kernels are re-laid out in ``channels_last_3d`` memory (what the matrix-
+    product formulations read directly). No-op when ``enable`` is False or, by default, when
+    ``DYNTEX_FASTOPS=0``. Returns ``module``.
+    """
+    if not (_enabled if enable is None else enable):
+        return module
+    if type(module) in _SWAP:
+        raise TypeError("accelerate() swaps the layers inside a module; pass their container")
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) in _SWAP:
+                new = _swap(child)
+                if isinstance(new, FastConv3d) and _maybe_fully_connected(new) \
+                        and new.weight.device.type != "meta":
+                    with torch.no_grad():
+                        new.weight.data = new.weight.data.contiguous(memory_format=CL3)
+                setattr(parent, name, new)
+        if isinstance(parent, nn.Sequential):
+            # ReLU in place after a convolution or BatchNorm: neither needs its output for its
+            # backward pass, so overwriting it saves a full-size allocation per call.
+            layers = list(parent)
+            for prev, layer in zip(layers, layers[1:]):
+                if type(layer) is nn.ReLU and isinstance(prev, (nn.Conv3d, nn.BatchNorm3d)):
+                    layer.inplace = True
+    return module
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimiser
+# ----------------------------------------------------------------------------------------------
+def _match_layouts(optimizer: torch.optim.Optimizer, *_args, **_kwargs) -> None:
+    """Give every gradient and Adam state the memory layout of its parameter.
+
+    The fused Adam kernel walks parameter, gradient and states as flat memory, so they must share
+    strides; a gradient set from outside (e.g. an all-reduced flat buffer) or a state loaded from
+    a checkpoint written with other layouts would otherwise be combined element-for-wrong-element.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and p.grad.stride() != p.stride():
+                p.grad = torch.empty_like(p).copy_(p.grad)
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if (isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0
+                        and value.stride() != p.stride()):
+                    state[key] = torch.empty_like(p).copy_(value)
+
+
+class _KeepFused:
+    """Step pre-hook: re-applies the construction-time choice of kernel (``load_state_dict``
+    copies the saved groups' ``fused`` flag, which a checkpoint from a run with the other setting
+    would change), then matches layouts (:func:`_match_layouts`)."""
+
+    def __init__(self, fused: bool):
+        self.fused = fused
+
+    def __call__(self, optimizer: torch.optim.Optimizer, *_args, **_kwargs) -> None:
+        for group in optimizer.param_groups:
+            group["fused"] = self.fused or None
+            if self.fused:
+                group["foreach"] = None
+        _match_layouts(optimizer)
+
+
+def adam(params, **kwargs) -> torch.optim.Adam:
+    """``torch.optim.Adam(params, **kwargs)``, with the fused kernel when the fast path is on.
+
+    The fused update is the same Adam (one pass over each tensor instead of about ten, and no
+    full-size temporaries: the single-tensor path allocates two of the paper generator's 671 MB
+    weight). Falls back to the default implementation where fused Adam is unavailable.
+    """
+    params = list(params)
+    devices = {p.device.type for p in params}
+    fused = (_enabled and "fused" not in kwargs and devices <= {"cpu", "cuda"}
+             and all(p.dtype in (torch.float32, torch.float64) for p in params))
+    opt = None
+    if fused:
+        try:
+            opt = torch.optim.Adam(params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            fused = False
+    if opt is None:
+        opt = torch.optim.Adam(params, **kwargs)
+    opt.register_step_pre_hook(_KeepFused(fused))
+    return opt
