@@ -65,8 +65,9 @@ def check_shape(arch: str, frames: int, size: int) -> None:
         if size % 4 or size < 8:
             raise ConfigError(f"the paper networks need size to be a multiple of 4 (>= 8); got {size}")
     elif arch == "fast":
-        if frames % 4 or frames < 4:
-            raise ConfigError(f"the fast networks need frames to be a multiple of 4 (>= 4); got {frames}")
+        if frames % 4 or frames < 8:
+            raise ConfigError(f"the fast networks need frames = 8, 12, 16, ... (a multiple of 4, "
+                              f"at least 8); got {frames}")
         if size % 4 or size < 8:
             raise ConfigError(f"the fast networks need size to be a multiple of 4 (>= 8); got {size}")
     else:

@@ -82,7 +82,17 @@ def test_batchnorm_has_no_train_eval_gap():
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("arch,frames,size", [("paper", 30, 64), ("paper", 64, 66), ("fast", 30, 64), ("fast", 32, 62)])
+@pytest.mark.parametrize("arch,frames,size", [("paper", 30, 64), ("paper", 64, 66), ("paper", 24, 64),
+                                              ("fast", 30, 64), ("fast", 32, 62), ("fast", 4, 16)])
 def test_unbuildable_shapes_are_config_errors(arch, frames, size):
     with pytest.raises(ConfigError):
         make_config("fast", arch=arch, frames=frames, size=size)
+
+
+@pytest.mark.parametrize("arch,frames,size", [("fast", 8, 8), ("fast", 12, 20), ("paper", 28, 8)])
+def test_smallest_allowed_shapes_build_and_run(arch, frames, size):
+    """Every shape check_shape accepts gives a clip of that shape and a finite energy per clip."""
+    des, gen = build_nets(arch, frames, size, 4)
+    y = gen(torch.randn(2, *gen.latent_shape()))
+    assert y.shape == (2, 3, frames, size, size)
+    assert torch.isfinite(des(y)).all() and des(y).shape == (2,)
