@@ -31,7 +31,6 @@ layers then run the plain PyTorch formulation, which the tests use as the refere
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 from typing import Iterator
 

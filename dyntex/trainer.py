@@ -14,11 +14,9 @@ import csv
 import copy
 import json
 import math
-import os
 import pickle
 import re
 import signal
-import tempfile
 import threading
 import time
 import zipfile
@@ -30,7 +28,8 @@ import torch
 from .config import MODEL_KEYS, Config, config_from_dict
 from . import distributed
 from .coop import CoopNets, Optimizers, train_step
-from .errors import CheckpointError, ConfigError, DivergenceError, OutputError
+from .errors import CheckpointError, ConfigError, DivergenceError
+from .fileio import TEMP_SUFFIX, atomic_write
 
 CHECKPOINT_FORMAT = 1
 METRIC_FIELDS = ("step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds",
@@ -57,30 +56,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def remove_stale_temps(run_dir: Path) -> None:
     """Delete temporary files left by writes that a crash (SIGKILL, power loss) cut short:
-    ``.NAME.*.tmp`` from :func:`atomic_write` and ``.NAME.*.part`` from the video writers. Only
+    ``.NAME.*.tmp`` from :func:`dyntex.fileio.atomic_path`. Only
     called when a run starts or resumes, when no other process writes to the run folder."""
     for folder in (run_dir, run_dir / "checkpoints", run_dir / "samples"):
         if folder.is_dir():
-            for stale in [*folder.glob(".*.tmp"), *folder.glob(".*.part")]:
+            for stale in folder.glob(f".*{TEMP_SUFFIX}"):
                 stale.unlink(missing_ok=True)
 
 

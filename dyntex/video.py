@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 import warnings
-from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -48,6 +46,9 @@ import torch
 from PIL import Image
 
 from dyntex.errors import ConfigError, InputError, OutputError
+from dyntex.fileio import atomic_path, reason
+
+_WRITE_ERRORS = (OSError, av.FFmpegError)  # what a failed write raises: one-line OutputErrors
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 """Extensions of frame images (a folder of these is one video; a single one is not a video)."""
@@ -280,7 +281,7 @@ def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Vid
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable video ({_reason(e)})") from e
+        raise InputError(f"{path}: not a readable video ({reason(e)})") from e
     with container:
         if container.format.name in _TEXT_DEMUXERS or not container.streams.video:
             raise InputError(f"{path}: file has no video stream")
@@ -318,31 +319,25 @@ def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Vid
                     break
         except (av.FFmpegError, OSError, ValueError, RuntimeError) as e:
             if not sink.frames:
-                raise InputError(f"{path}: corrupt or unsupported video, no frame decoded ({_reason(e)})") from e
-            warnings.warn(f"{path}: decoding stopped after {decoded} frames ({_reason(e)}); "
+                raise InputError(f"{path}: corrupt or unsupported video, no frame decoded ({reason(e)})") from e
+            warnings.warn(f"{path}: decoding stopped after {decoded} frames ({reason(e)}); "
                           f"keeping the {len(sink.frames)} frames decoded", InputWarning, stacklevel=3)
         else:
             if skipped and sink.frames:
-                warnings.warn(f"{path}: skipped {skipped} corrupt packet(s) ({_reason(first_error)}); "
+                warnings.warn(f"{path}: skipped {skipped} corrupt packet(s) ({reason(first_error)}); "
                               f"keeping the {len(sink.frames)} frames decoded", InputWarning, stacklevel=3)
             elif sink.frames and len(sink.frames) < limit and total is not None and decoded < total:
                 warnings.warn(f"{path}: header says {total} frames but only {decoded} decoded; "
                               "the file may be truncated", InputWarning, stacklevel=3)
     if not sink.frames:
         if first_error is not None and not decoded:
-            raise InputError(f"{path}: corrupt or unsupported video, no frame decoded ({_reason(first_error)})")
+            raise InputError(f"{path}: corrupt or unsupported video, no frame decoded ({reason(first_error)})")
         if total is not None and decoded < min(total, start + 1):
             raise InputError(f"{path}: header says {total} frames but {decoded or 'none'} could be "
                              "decoded; the file may be truncated")
         where = f"after skipping start={start}" if start else "at all"
         raise InputError(f"{path}: no frames could be decoded {where} ({decoded} in file)")
     return Video(np.stack(sink.frames), fps, path.stem, total)
-
-
-def _reason(e: BaseException) -> str:
-    """A short one-line reason from a decoder exception."""
-    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
-    return " ".join(str(text).split())
 
 
 def read_video(path: str | os.PathLike, frames: int | None = None, size: int | None = None,
@@ -389,26 +384,6 @@ def _check_frames(frames: np.ndarray) -> None:
             or frames.shape[-1] != 3 or 0 in frames.shape:
         shape = getattr(frames, "shape", None)
         raise ValueError(f"expected non-empty uint8 frames (T, H, W, 3), got {type(frames).__name__} {shape}")
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds."""
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create output folder {parent}: {_reason(e)}") from e
-    if path.is_dir():
-        raise OutputError(f"cannot write {path}: a folder is in the way")
-    tmp = parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except (OSError, av.FFmpegError) as e:
-        raise OutputError(f"cannot write {path}: {_reason(e)}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _rate(fps: float) -> Fraction:
@@ -472,7 +447,7 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path
     writer = writers.get(path.suffix.lower())
     if writer is None:
         raise OutputError(f"cannot write {path}: video extension must be .mp4 or .gif")
-    with _atomic(path) as tmp:
+    with atomic_path(path, _WRITE_ERRORS) as tmp:
         writer(tmp, frames, fps)
     return path
 
@@ -482,7 +457,7 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     path = Path(path)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
         raise ValueError(f"expected a uint8 (H, W, 3) or (H, W) image, got {image.dtype} {image.shape}")
-    with _atomic(path) as tmp:
+    with atomic_path(path, _WRITE_ERRORS) as tmp:
         Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
     return path
 
@@ -506,7 +481,7 @@ def write_frames(folder: str | os.PathLike, frames: np.ndarray) -> Path:
             if re.fullmatch(r"frame_\d+\.png", stale.name) and stale.name not in names:
                 stale.unlink()
     except OSError as e:
-        raise OutputError(f"cannot clean old frames in {folder}: {_reason(e)}") from e
+        raise OutputError(f"cannot clean old frames in {folder}: {reason(e)}") from e
     return folder
 
 
@@ -514,7 +489,7 @@ def write_npy(path: str | os.PathLike, frames: np.ndarray) -> Path:
     """Save uint8 frames as float32 ``(T, H, W, 3)`` in [0, 1] (``pixel / 255``), atomically."""
     path = Path(path)
     _check_frames(frames)
-    with _atomic(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(path, _WRITE_ERRORS) as tmp, open(tmp, "wb") as f:
         np.save(f, to_unit(frames))
     return path
 

@@ -139,13 +139,13 @@ def _single_threaded_blas() -> Iterator[None]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    from dyntex.trainer import atomic_write
+    from dyntex.fileio import atomic_write
 
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
 def _write_npy(path: Path, arr: np.ndarray) -> None:
-    from dyntex.trainer import atomic_write
+    from dyntex.fileio import atomic_write
 
     def write(p: Path) -> None:
         with p.open("wb") as fh:

@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from PIL import Image
 
 from cli import main
@@ -90,7 +90,7 @@ def trained(tmp_path_factory, good) -> Path:
 # ----------------------------------------------------------------------------------------------
 # checks
 # ----------------------------------------------------------------------------------------------
-def dyntex(*args) -> "Result":
+def dyntex(*args) -> Result:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
