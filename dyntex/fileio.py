@@ -1,7 +1,8 @@
 """Writing files so that a crash never leaves a half-written one: write beside, then rename.
 
-Every output dyntex writes (checkpoints, config, metrics, videos, images, benchmark tables) goes
-through :func:`atomic_path`: the data is written to ``.NAME.XXXXXXXX.tmp`` in the target folder
+Every output file dyntex writes (checkpoints, config, videos, images, benchmark tables) goes
+through :func:`atomic_path` (``metrics.csv`` is appended a row per iteration and rewritten through
+it on resume): the data is written to ``.NAME.XXXXXXXX.tmp`` in the target folder
 and renamed over ``NAME`` only when complete (``os.replace`` is atomic on one file system).
 A temporary file left by a process killed mid-write is removed by
 :func:`dyntex.trainer.remove_stale_temps` when a run starts or resumes.
