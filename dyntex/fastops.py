@@ -31,6 +31,7 @@ layers then run the plain PyTorch formulation, which the tests use as the refere
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Iterator
 
@@ -47,6 +48,8 @@ _enabled = os.environ.get(ENV_VAR, "1").strip().lower() not in ("0", "false", "o
 # A strided Conv3d is run as a 2-D convolution over frames when in_channels * kernel_t is at most
 # this (the input is small, so moving the temporal taps into channels costs a cheap copy).
 SMALL_CIN_TAPS = 32
+# ... and its input gradient is computed with at least this many channels (zero-padded).
+MIN_GRAD_CHANNELS = 16
 
 
 def enabled() -> bool:
@@ -307,12 +310,17 @@ class _SmallCinConv(torch.autograd.Function):
             t_out = gy.shape[2]
             gy2 = gy.transpose(1, 2).reshape(b * t_out, o, *gy.shape[3:])  # NHWC view
             w2 = weight.transpose(1, 2).reshape(o, kt * c, kh, kw)
+            # oneDNN's kernel is fastest with 16 channels: 15 (3 colours x 5 taps) padded with a
+            # zero channel runs 1.3x faster (12 -> 16 likewise); the extra output is dropped.
+            cp = max(kt * c, MIN_GRAD_CHANNELS)
+            if cp > kt * c:
+                w2 = F.pad(w2, (0, 0, 0, 0, 0, cp - kt * c))
             w2 = w2.contiguous(memory_format=torch.channels_last)
-            shape_only = torch.empty((b * t_out, kt * c, h, w), dtype=x.dtype, device=x.device,
+            shape_only = torch.empty((b * t_out, cp, h, w), dtype=x.dtype, device=x.device,
                                      memory_format=torch.channels_last)  # never written or read
             gxu = torch.ops.aten.convolution_backward(
                 gy2, shape_only, w2, None, (sh, sw), (ph, pw), (1, 1), False, (0, 0), 1,
-                (True, False, False))[0]
+                (True, False, False))[0][:, : kt * c]
             gxu = gxu.view(b, t_out, kt, c, h, w).permute(0, 3, 1, 4, 5, 2)  # (B,C,T_out,H,W,kt)
             tp = t_in + 2 * pt
             gx = torch.ops.aten.unfold_backward(gxu, (b, c, tp, h, w), 2, kt, st)
@@ -454,20 +462,71 @@ def _match_layouts(optimizer: torch.optim.Optimizer, *_args, **_kwargs) -> None:
                     state[key] = torch.empty_like(p).copy_(value)
 
 
-class _KeepFused:
-    """Step pre-hook: re-applies the construction-time choice of kernel (``load_state_dict``
-    copies the saved groups' ``fused`` flag, which a checkpoint from a run with the other setting
-    would change), then matches layouts (:func:`_match_layouts`)."""
+def _flat(t: Tensor) -> Tensor | None:
+    """A 1-D view of all of ``t``'s elements in memory order; None when its memory has gaps or
+    overlaps (only dense tensors, whatever their dimension order, have such a view)."""
+    expect = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expect:
+            return None
+        expect *= size
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
 
-    def __init__(self, fused: bool):
-        self.fused = fused
 
-    def __call__(self, optimizer: torch.optim.Optimizer, *_args, **_kwargs) -> None:
+@contextlib.contextmanager
+def _flat_views(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block, dense non-contiguous parameters (the channels-last weights of
+    :func:`accelerate`), their gradients and Adam states are 1-D views of the same memory.
+
+    Adam is elementwise, and parameter, gradient and states share strides (:func:`_match_layouts`),
+    so updating the flat views is the same update; but the fused kernel makes a contiguous copy
+    of a non-contiguous gradient first (0.57 s per step for the paper descriptor's 295 MB weight).
+    Shapes, strides and the tensors' identities are restored on the way out, whatever happens.
+    """
+    swapped = []
+    try:
         for group in optimizer.param_groups:
-            group["fused"] = self.fused or None
-            if self.fused:
+            for p in group["params"]:
+                if p.grad is None or p.is_contiguous() or _flat(p) is None:
+                    continue
+                data, grad = p.data, p.grad
+                state = optimizer.state.get(p, {})
+                shaped = {k: v for k, v in state.items() if isinstance(v, Tensor) and v.shape == p.shape}
+                swapped.append((p, data, grad))
+                p.data = _flat(data)
+                p.grad = _flat(grad)
+                state.update({k: _flat(v) for k, v in shaped.items()})
+        yield
+    finally:
+        for p, data, grad in swapped:
+            p.data = data
+            p.grad = grad
+            state = optimizer.state.get(p, {})
+            for k, v in state.items():  # states made or flattened during the step: p's geometry
+                if isinstance(v, Tensor) and v.dim() == 1 and v.numel() == p.numel() and p.dim() > 1:
+                    state[k] = v.as_strided(p.shape, p.stride(), v.storage_offset())
+
+
+def _fused_step(optimizer: torch.optim.Optimizer, fused: bool):
+    """Wrap ``optimizer.step``: re-apply the construction-time choice of kernel (``load_state_dict``
+    copies the saved groups' ``fused`` flag, which a checkpoint from a run with the other setting
+    would change), match layouts (:func:`_match_layouts`), and step fused on flat views
+    (:func:`_flat_views`)."""
+    step = optimizer.step
+
+    @functools.wraps(step)
+    def fused_step(*args, **kwargs):
+        for group in optimizer.param_groups:
+            group["fused"] = fused or None
+            if fused:
                 group["foreach"] = None
         _match_layouts(optimizer)
+        if not fused:
+            return step(*args, **kwargs)
+        with _flat_views(optimizer):
+            return step(*args, **kwargs)
+
+    return fused_step
 
 
 def adam(params, **kwargs) -> torch.optim.Adam:
@@ -489,5 +548,5 @@ def adam(params, **kwargs) -> torch.optim.Adam:
             fused = False
     if opt is None:
         opt = torch.optim.Adam(params, **kwargs)
-    opt.register_step_pre_hook(_KeepFused(fused))
+    opt.step = _fused_step(opt, fused)
     return opt

@@ -9,6 +9,7 @@ generator outputs, and one full training iteration.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import subprocess
 import sys
@@ -250,3 +251,27 @@ def test_fused_adam_follows_the_parameter_layout():
         opt_fast.step()
         opt_ref.step()
     assert rel(p_fast.detach(), p_ref.detach()) < 1e-6
+    # shapes, strides and objects are as before the steps; the states follow the layout
+    assert p_fast.shape == (4, 3, 2, 5, 5) and p_fast.is_contiguous(memory_format=torch.channels_last_3d)
+    assert p_fast.grad.shape == p_fast.shape
+    state = opt_fast.state[p_fast]
+    assert all(state[k].shape == p_fast.shape and state[k].stride() == p_fast.stride()
+               for k in ("exp_avg", "exp_avg_sq"))
+    assert rel(state["exp_avg_sq"], opt_ref.state[p_ref]["exp_avg_sq"]) < 1e-6
+
+
+def test_fused_adam_steps_channels_last_weights_without_copying_them():
+    p = nn.Parameter(torch.randn(4, 3, 2, 5, 5).contiguous(memory_format=torch.channels_last_3d))
+    opt = fastops.adam([p], lr=0.1)
+    grad = torch.randn(4, 3, 2, 5, 5).contiguous(memory_format=torch.channels_last_3d)
+    p.grad = grad
+    opt.step()
+    with torch.profiler.profile(record_shapes=True) as prof:
+        opt.step()
+    events = [(e.name, e.input_shapes[0] if e.input_shapes else []) for e in prof.events()]
+    assert "aten::_fused_adam_" in [n for n, _ in events]
+    full_size = [n for n, shape in events if shape and math.prod(shape) == p.numel()
+                 and n in ("aten::copy_", "aten::clone", "aten::contiguous")]
+    assert full_size == []  # the kernel's contiguous copy of the gradient is gone
+    assert p.grad is grad  # the very tensor, restored
+    assert opt.state_dict()["state"][0]["exp_avg"].shape == p.shape
