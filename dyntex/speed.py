@@ -217,6 +217,8 @@ def measure(preset: str = "paper", frames: int | None = None, size: int | None =
         "precision": precision, "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
         "torch": torch.__version__, "threads": threads, "physical_cores": physical_cores(),
+        # read by torch when it was imported (dyntex sets it, see dyntex/__init__.py)
+        "huge_page_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0").strip() not in ("", "0"),
         "load_before": load_average(), "iters": iters, "warmup": warmup,
     }
     old = fastops.set_enabled(fast_ops)
@@ -290,7 +292,7 @@ def format_table(r: dict[str, Any]) -> str:
                     f"{r['chains']} chains, {r['langevin_steps']} Langevin steps, "
                     f"fast ops {'on' if r['fast_ops'] else 'off'}, {r['precision']}"),
         ("device", f"{r['device']} ({r['device_name']}), {r['threads']} threads, "
-                   f"torch {r['torch']}"),
+                   f"torch {r['torch']}, huge-page allocation {'on' if r['huge_page_alloc'] else 'off'}"),
         ("load average", f"{r['load_before']} before, {r['load_after']} after"),
         ("s / iteration", f"{r['iteration_seconds']:.3f} (median of {r['iters']}: "
                           f"{r['iteration_seconds_all']})"),

@@ -1,5 +1,8 @@
 """`dyntex speed`: FLOP counting and one short measurement (figures are checked for sense, not speed)."""
 import json
+import os
+import subprocess
+import sys
 
 from click.testing import CliRunner
 from torch import nn
@@ -44,6 +47,17 @@ def test_cli_speed_json_and_bad_values():
                              "--warmup", "0", "--threads", "1", "--no-calibration",
                              "--no-baselines", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["gflop_per_iteration"] > 0
+    report = json.loads(r.stdout)
+    assert report["gflop_per_iteration"] > 0 and isinstance(report["huge_page_alloc"], bool)
     r = runner.invoke(main, ["speed", "--preset", "fast", "--iters", "0"])
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.output
+
+
+def test_importing_dyntex_turns_on_huge_page_allocation_unless_the_user_chose():
+    code = "import os, dyntex; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split()[0] == "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**env, "THP_MEM_ALLOC_ENABLE": "0"})
+    assert out.stdout.split()[0] == "0"
