@@ -481,7 +481,7 @@ def _flat_views(optimizer: torch.optim.Optimizer) -> Iterator[None]:
 
     Adam is elementwise, and parameter, gradient and states share strides (:func:`_match_layouts`),
     so updating the flat views is the same update; but the fused kernel makes a contiguous copy
-    of a non-contiguous gradient first (0.57 s per step for the paper descriptor's 295 MB weight).
+    of a non-contiguous gradient first (the paper descriptor's step, 295 MB weight: 0.25 -> 0.07 s).
     Shapes, strides and the tensors' identities are restored on the way out, whatever happens.
     """
     swapped = []
