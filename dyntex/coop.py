@@ -103,7 +103,7 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
     if sync is None:
         # Update the generator as soon as its gradient is complete and free that gradient before
         # the descriptor's is made: the paper generator's 671 MB gradient is then never held beside
-        # the descriptor's gradient and activations (peak RSS at 64 x 128^2: 4.4 -> 3.75 GB).
+        # the descriptor's gradient and activations (`dyntex speed --preset paper` peak RSS 4.8 -> 4.5 GB).
         def update_generator() -> None:
             opts.generator.step()
             opts.generator.zero_grad(set_to_none=True)
