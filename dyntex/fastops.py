@@ -223,11 +223,17 @@ class _FCConv(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------
 # Transposed convolution of a 1 x 1 plane: kernel (k, h, w), output (h, w)
 # ----------------------------------------------------------------------------------------------
+def _channels_inner(weight: Tensor) -> Tensor:
+    """A transposed convolution's weight (C, O, kt, h, w) as an (O * kt * h * w, C) matrix: a view
+    when the weight is stored input-channel innermost (as :func:`accelerate` lays it out)."""
+    return weight.permute(1, 2, 3, 4, 0).reshape(-1, weight.shape[0])
+
+
 class _FCConvT(torch.autograd.Function):
     """y[b, :, st*t + dt - pt] += W[:, :, dt]^T x[b, :, t]  (+ bias), frames cropped to t_out.
 
     One matrix product (B * T_in, C) @ (C, O * kt * hw) gives every tap of every input frame (the
-    weight read once, in its own layout); the taps are then overlap-added in time.
+    weight read once, as laid out by :func:`accelerate`); the taps are then overlap-added in time.
     """
 
     @staticmethod
@@ -242,20 +248,20 @@ class _FCConvT(torch.autograd.Function):
         b, c, t_in = x.shape[:3]
         o, kt, h, w = weight.shape[1:]
         xm = x.reshape(b, c, t_in).transpose(1, 2).reshape(b * t_in, c)
-        wf = weight.contiguous().view(c, o * kt * h * w)
-        u = torch.mm(xm, wf).view(b, t_in, o, kt, h * w)
+        wt = _channels_inner(weight)                                # (O * kt * h * w, C)
+        u = torch.mm(xm, wt.t()).view(b, t_in, o, kt, h * w)
         y = (bias.view(1, o, 1, 1).expand(b, o, t_out, h * w).contiguous() if bias is not None
              else x.new_zeros(b, o, t_out, h * w))
         for dt, lo, hi, f0 in _FCConvT._taps(t_in, kt, stride, pad, t_out):
             if hi > lo:
                 y[:, :, f0: f0 + stride * (hi - lo - 1) + 1: stride] += u[:, lo:hi, :, dt].transpose(1, 2)
-        ctx.save_for_backward(xm, wf)
+        ctx.save_for_backward(xm, wt)
         ctx.geom = (x.shape, weight.shape, stride, pad, t_out, bias is not None)
         return y.view(b, o, t_out, h, w)
 
     @staticmethod
     def backward(ctx, gy):
-        xm, wf = ctx.saved_tensors
+        xm, wt = ctx.saved_tensors
         xshape, wshape, stride, pad, t_out, has_bias = ctx.geom
         b, c, t_in = xshape[:3]
         o, kt, h, w = wshape[1:]
@@ -271,9 +277,9 @@ class _FCConvT(torch.autograd.Function):
                     gu[:, lo:hi, :, dt] = gy[:, :, f0: f0 + stride * (hi - lo - 1) + 1: stride].transpose(1, 2)
             gu = gu.view(b * t_in, -1)
             if need_x:
-                gx = torch.mm(gu, wf.t()).view(b, t_in, c).transpose(1, 2).reshape(xshape)
-            if need_w:
-                gw = torch.mm(xm.t(), gu).view(wshape)
+                gx = torch.mm(gu, wt).view(b, t_in, c).transpose(1, 2).reshape(xshape)
+            if need_w:  # (N, C) = gu^T xm, 1.9x faster in MKL than (C, N) = xm^T gu
+                gw = torch.mm(gu.t(), xm).view(o, kt, h, w, c).permute(4, 0, 1, 2, 3)
         if has_bias and _wanted(ctx, 2):
             gb = gy.sum((0, 2, 3))
         return gx, gw, gb, None, None, None
@@ -403,7 +409,7 @@ def _swap(layer: nn.Module) -> nn.Module:
 
 
 def _maybe_fully_connected(layer: nn.Module) -> bool:
-    """Layers whose matrix-product formulation reads the weight in channels_last_3d order: a
+    """Layers whose matrix-product formulation reads the weight input-channel innermost: a
     spatial kernel larger than 1 x 1 with spatial stride 1 and no spatial padding (the
     spatially fully-connected layers; the input size, known only at run time, decides)."""
     k, s, p = layer.kernel_size, layer.stride, layer.padding
@@ -415,8 +421,8 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
     """Swap ``module``'s plain Conv3d / ConvTranspose3d layers (in place) for the fast ones.
 
     Parameters stay the same objects with the same names, shapes and values; the weights of
-    spatially large kernels are re-laid out in ``channels_last_3d`` memory (what the matrix-
-    product formulations read directly). No-op when ``enable`` is False or, by default, when
+    spatially large kernels are re-laid out with the input channels innermost in memory
+    (``channels_last_3d`` for convolutions), what the matrix-product formulations read directly. No-op when ``enable`` is False or, by default, when
     ``DYNTEX_FASTOPS=0``. Returns ``module``.
     """
     if not (_enabled if enable is None else enable):
@@ -427,10 +433,11 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
         for name, child in list(parent.named_children()):
             if type(child) in _SWAP:
                 new = _swap(child)
-                if isinstance(new, FastConv3d) and _maybe_fully_connected(new) \
-                        and new.weight.device.type != "meta":
+                if _maybe_fully_connected(new) and new.weight.device.type != "meta":
                     with torch.no_grad():
-                        new.weight.data = new.weight.data.contiguous(memory_format=CL3)
+                        w = new.weight.data  # the layout the matrix products read directly
+                        new.weight.data = (w.contiguous(memory_format=CL3) if isinstance(new, FastConv3d)
+                                           else w.permute(1, 2, 3, 4, 0).contiguous().permute(4, 0, 1, 2, 3))
                 setattr(parent, name, new)
         if isinstance(parent, nn.Sequential):
             # ReLU in place after a convolution or BatchNorm: neither needs its output for its

@@ -203,6 +203,13 @@ def test_accelerate_keeps_parameters_keys_and_values():
     assert list(after) == list(before)
     assert all(torch.equal(after[k], before[k]) for k in before)
     assert isinstance(des0.body[0], fastops.FastConv3d) and isinstance(des0.body[0], nn.Conv3d)
+    # the fully-connected layers' weights are stored input-channel innermost, and their
+    # gradients come out in that very layout (no copy when autograd accumulates them)
+    fc_des, fc_gen = des0.body[2].weight, gen0.body[3].weight
+    assert fc_des.stride()[1] == 1 and fc_gen.stride()[0] == 1
+    z = torch.randn(2, *gen0.latent_shape())
+    (gen0(z) ** 2).sum().backward()
+    assert fc_gen.grad.stride() == fc_gen.stride()
     # checkpoints load across the two formulations
     with fastops.enabled_scope(False):
         des_plain, _ = build_nets("paper", 28, 16, 5)
