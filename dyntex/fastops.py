@@ -422,8 +422,8 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
 
     Parameters stay the same objects with the same names, shapes and values; the weights of
     spatially large kernels are re-laid out with the input channels innermost in memory
-    (``channels_last_3d`` for convolutions), what the matrix-product formulations read directly. No-op when ``enable`` is False or, by default, when
-    ``DYNTEX_FASTOPS=0``. Returns ``module``.
+    (``channels_last_3d`` for convolutions), what the matrix-product formulations read directly.
+    No-op when ``enable`` is False or, by default, when ``DYNTEX_FASTOPS=0``. Returns ``module``.
     """
     if not (_enabled if enable is None else enable):
         return module
@@ -436,8 +436,10 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
                 if _maybe_fully_connected(new) and new.weight.device.type != "meta":
                     with torch.no_grad():
                         w = new.weight.data  # the layout the matrix products read directly
-                        new.weight.data = (w.contiguous(memory_format=CL3) if isinstance(new, FastConv3d)
-                                           else w.permute(1, 2, 3, 4, 0).contiguous().permute(4, 0, 1, 2, 3))
+                        if isinstance(new, FastConv3d):
+                            new.weight.data = w.contiguous(memory_format=CL3)
+                        else:  # (C, O, kt, h, w) with C innermost
+                            new.weight.data = w.permute(1, 2, 3, 4, 0).contiguous().permute(4, 0, 1, 2, 3)
                 setattr(parent, name, new)
         if isinstance(parent, nn.Sequential):
             # ReLU in place after a convolution or BatchNorm: neither needs its output for its
@@ -495,13 +497,14 @@ def _flat_views(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     try:
         for group in optimizer.param_groups:
             for p in group["params"]:
-                if p.grad is None or p.is_contiguous() or _flat(p) is None:
+                flat = None if p.grad is None or p.is_contiguous() else _flat(p.data)
+                if flat is None:
                     continue
                 data, grad = p.data, p.grad
                 state = optimizer.state.get(p, {})
                 shaped = {k: v for k, v in state.items() if isinstance(v, Tensor) and v.shape == p.shape}
                 swapped.append((p, data, grad))
-                p.data = _flat(data)
+                p.data = flat
                 p.grad = _flat(grad)
                 state.update({k: _flat(v) for k, v in shaped.items()})
         yield
