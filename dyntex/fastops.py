@@ -295,7 +295,7 @@ class _SmallCinConv(torch.autograd.Function):
     output frames with kt * C input channels. The forward pass and the weight gradient are
     oneDNN's 3-D kernels (fast enough); the input gradient - a transposed convolution with only C
     (= 3) output channels, slow in 3-D - is the 2-D one with kt * C outputs, then an overlap-add
-    of the kt taps in time (``unfold_backward``).
+    of the kt taps in time.
     """
 
     @staticmethod
@@ -327,12 +327,16 @@ class _SmallCinConv(torch.autograd.Function):
                                      memory_format=torch.channels_last)  # never written or read
             gxu = torch.ops.aten.convolution_backward(
                 gy2, shape_only, w2, None, (sh, sw), (ph, pw), (1, 1), False, (0, 0), 1,
-                (True, False, False))[0][:, : kt * c]
-            gxu = gxu.view(b, t_out, kt, c, h, w).permute(0, 3, 1, 4, 5, 2)  # (B,C,T_out,H,W,kt)
-            tp = t_in + 2 * pt
-            gx = torch.ops.aten.unfold_backward(gxu, (b, c, tp, h, w), 2, kt, st)
-            if pt:
-                gx = gx[:, :, pt: pt + t_in]
+                (True, False, False))[0]
+            # Overlap-add of the kt taps in time: output frame st*t + dt (padded) gets the
+            # channels [dt*C, (dt+1)*C) of frame t. Slice-adds in the NHWC layout the kernel
+            # wrote, then one transposing copy (2.7x faster than aten's unfold_backward here).
+            taps = gxu.permute(0, 2, 3, 1).reshape(b, t_out, h, w, cp)
+            acc = taps.new_zeros(b, t_in + 2 * pt, h, w, c)
+            span = st * (t_out - 1) + 1
+            for dt in range(kt):
+                acc[:, dt: dt + span: st] += taps[..., dt * c: (dt + 1) * c]
+            gx = acc[:, pt: pt + t_in].permute(0, 4, 1, 2, 3).contiguous()
         if _wanted(ctx, 1):
             gw = torch.ops.aten.convolution_backward(
                 gy, x, weight, None, (st, sh, sw), (pt, ph, pw), (1, 1, 1), False, (0, 0, 0), 1,
