@@ -148,7 +148,7 @@ class _FCConv(torch.autograd.Function):
     zero, or the nearest frame with replicate padding)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, pad, replicate):
+    def forward(ctx, x, weight, bias, stride, pad, replicate, relu_input=False):
         b, _, t_in = x.shape[:3]
         o, kt = weight.shape[0], weight.shape[2]
         xr = _cl_rows(x)                                            # (B, T, F)
@@ -173,6 +173,7 @@ class _FCConv(torch.autograd.Function):
                     out[:, t].addmm_(xr[:, frame], wr[:, dt].t())
         ctx.save_for_backward(xr, wr)
         ctx.geom = (x.shape, weight.shape, stride, pad, replicate, t_out, bias is not None)
+        ctx.relu_input = relu_input
         # a fresh tensor, never a view: a following in-place ReLU may overwrite it
         res = out.new_empty(b, o, t_out, 1, 1)
         res.copy_(out.transpose(1, 2)[..., None, None])
@@ -205,6 +206,8 @@ class _FCConv(torch.autograd.Function):
             for dt, _, _, border in taps:
                 for t, frame in border:
                     gxr[:, frame].addmm_(g[:, t], wr[:, dt])
+            if ctx.relu_input:  # the preceding ReLU's backward, in place on this fresh buffer
+                torch.ops.aten.threshold_backward.grad_input(gxr, xr, 0, grad_input=gxr)
             gx = gxr.reshape(b, t_in, h, w, c).permute(0, 4, 1, 2, 3)
         if _wanted(ctx, 1):
             xg, _ = _by_residue(xr, stride)
@@ -217,7 +220,7 @@ class _FCConv(torch.autograd.Function):
             gw = gwr.permute(0, 4, 1, 2, 3)                         # (O, C, kt, H, W), CL strides
         if has_bias and _wanted(ctx, 2):
             gb = g.sum((0, 1))
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,17 +367,34 @@ def _plain_ok(x: Tensor, module: nn.Module) -> bool:
 
 
 class FastConv3d(nn.Conv3d):
-    """``nn.Conv3d`` with faster formulations of spatially fully-connected and few-channel layers."""
+    """``nn.Conv3d`` with faster formulations of spatially fully-connected and few-channel layers.
+
+    ``fused_relu`` (set by :func:`accelerate`, which then drops the ReLU module before this
+    layer): the layer applies that ReLU to its input itself. The spatially fully-connected
+    formulation does it in place and folds the ReLU's backward into its own input gradient (no
+    extra full-size buffer and pass per call); any other formulation applies ``F.relu`` first.
+    """
+
+    fused_relu = False
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         if _plain_ok(x, self) or self.padding_mode not in ("zeros", "replicate") \
                 or isinstance(self.padding, str):
-            return super().forward(x)
+            return super().forward(F.relu(x) if self.fused_relu else x)
         kt, kh, kw = self.kernel_size
         pt, ph, pw = self.padding
         if ph == pw == 0 and tuple(x.shape[-2:]) == (kh, kw):
+            if self.fused_relu:
+                # In place, outside autograd: x is the output of a convolution or BatchNorm
+                # (accelerate() checks), whose backward does not read it; _FCConv's backward
+                # applies the ReLU's gradient mask.
+                with torch.no_grad():
+                    x.clamp_min_(0)
             return _FCConv.apply(_alias(x), _alias(self.weight), _alias(self.bias),
-                                 self.stride[0], pt, self.padding_mode == "replicate")
+                                 self.stride[0], pt, self.padding_mode == "replicate",
+                                 self.fused_relu)
+        if self.fused_relu:
+            x = F.relu(x)
         if kt > 1 and self.in_channels * kt <= SMALL_CIN_TAPS:
             if self.padding_mode != "zeros":
                 x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
@@ -447,12 +467,25 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
                 setattr(parent, name, new)
         if isinstance(parent, nn.Sequential):
             # ReLU in place after a convolution or BatchNorm: neither needs its output for its
-            # backward pass, so overwriting it saves a full-size allocation per call.
+            # backward pass, so overwriting it saves a full-size allocation per call. Before a
+            # possibly spatially fully-connected convolution, that layer applies it (fused_relu).
             layers = list(parent)
-            for prev, layer in zip(layers, layers[1:]):
+            for i, (prev, layer) in enumerate(zip(layers, layers[1:])):
                 if type(layer) is nn.ReLU and isinstance(prev, (nn.Conv3d, nn.BatchNorm3d)):
-                    layer.inplace = True
+                    nxt = layers[i + 2] if i + 2 < len(layers) else None
+                    if isinstance(nxt, FastConv3d) and _maybe_fully_connected(nxt):
+                        nxt.fused_relu = True
+                        parent[i + 1] = FusedReLU()
+                    else:
+                        layer.inplace = True
     return module
+
+
+class FusedReLU(nn.Identity):
+    """Placeholder for a ReLU that the next layer applies itself (``FastConv3d.fused_relu``)."""
+
+    def extra_repr(self) -> str:
+        return "ReLU applied by the next layer"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -94,6 +94,38 @@ def test_few_channel_conv(c, o, shape, k, s, p, mode):
     _compare_layer(layer, (2, c, *shape))
 
 
+# A ReLU before a spatially fully-connected convolution is applied by that layer (FusedReLU), its
+# backward folded into the layer's input gradient: compared with the never-accelerated block.
+@pytest.mark.parametrize("c,o,t,hw,kt,st,pt,mode", [
+    (3, 6, 9, 10, 5, 2, 2, "zeros"),
+    (3, 5, 8, 8, 4, 2, 1, "replicate"),
+])
+def test_relu_fused_into_fully_connected_conv(c, o, t, hw, kt, st, pt, mode):
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.Conv3d(c, o, kt, stride=st, padding=pt, padding_mode=mode), nn.ReLU(),
+        nn.Conv3d(o, 4, (kt, hw // 2, hw // 2), stride=(st, 1, 1), padding=(pt, 0, 0),
+                  padding_mode=mode))
+    fast = fastops.accelerate(copy.deepcopy(plain))
+    assert isinstance(fast[1], fastops.FusedReLU) and fast[2].fused_relu
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, c, t, hw, hw, generator=g).requires_grad_()
+    results = []
+    for net in (fast, plain):
+        out = net(x)
+        gy = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        grads = torch.autograd.grad(out, [x, *net.parameters()], gy)
+        dx_only = torch.autograd.grad(net(x), x, gy)[0]  # input gradient alone (Langevin)
+        results.append([out.detach(), *grads, dx_only])
+    (out1, *g1), (out0, *g0) = results
+    assert (plain[0](x) < 0).any()  # the ReLU has something to cut
+    assert rel(out1, out0) < TOL
+    for a, b in zip(g1, g0):
+        assert a.shape == b.shape and rel(a, b) < TOL
+    with fastops.enabled_scope(False):  # the fallback path applies the ReLU too
+        assert rel(fast(x).detach(), out0) < TOL
+
+
 # ----------------------------------------------------------------------------------------------
 # Whole networks and one training iteration
 # ----------------------------------------------------------------------------------------------

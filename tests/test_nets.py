@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from dyntex import fastops
 from dyntex.config import make_config
 from dyntex.errors import ConfigError
 from dyntex.nets import build_nets
@@ -38,7 +39,8 @@ def test_paper_networks_at_paper_size():
     strides = [l.stride for l in des.body if isinstance(l, torch.nn.Conv3d)]
     assert strides == [(2, 2, 2), (2, 1, 1), (2, 1, 1)]
     assert sum(isinstance(l, torch.nn.BatchNorm3d) for l in gen.body) == 3
-    assert sum(isinstance(l, torch.nn.ReLU) for l in des.body) == 2
+    # the second ReLU is applied by the fully-connected layer after it (fastops.FusedReLU)
+    assert sum(isinstance(l, (torch.nn.ReLU, fastops.FusedReLU)) for l in des.body) == 2
 
 
 def test_paper_networks_scaled_down_run_and_are_initialised_as_the_paper():
