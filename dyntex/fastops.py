@@ -247,7 +247,7 @@ class _FCConvT(torch.autograd.Function):
             yield dt, lo, hi, stride * lo + dt - pad
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, pad, t_out):
+    def forward(ctx, x, weight, bias, stride, pad, t_out, param=None):
         b, c, t_in = x.shape[:3]
         o, kt, h, w = weight.shape[1:]
         xm = x.reshape(b, c, t_in).transpose(1, 2).reshape(b * t_in, c)
@@ -260,6 +260,7 @@ class _FCConvT(torch.autograd.Function):
                 y[:, :, f0: f0 + stride * (hi - lo - 1) + 1: stride] += u[:, lo:hi, :, dt].transpose(1, 2)
         ctx.save_for_backward(xm, wt)
         ctx.geom = (x.shape, weight.shape, stride, pad, t_out, bias is not None)
+        ctx.param = param
         return y.view(b, o, t_out, h, w)
 
     @staticmethod
@@ -281,11 +282,14 @@ class _FCConvT(torch.autograd.Function):
             gu = gu.view(b * t_in, -1)
             if need_x:
                 gx = torch.mm(gu, wt).view(b, t_in, c).transpose(1, 2).reshape(xshape)
-            if need_w:  # (N, C) = gu^T xm, 1.9x faster in MKL than (C, N) = xm^T gu
+            # (N, C) = gu^T xm, 1.9x faster in MKL than (C, N) = xm^T gu. Rows [r0, r1) of it are
+            # the weight's elements [r0 * C, r1 * C) in memory (input channel innermost).
+            if need_w and not _step_in_backward(ctx.param, lambda r0, r1, out: torch.mm(
+                    gu[:, r0:r1].t(), xm, out=out)):
                 gw = torch.mm(gu.t(), xm).view(o, kt, h, w, c).permute(4, 0, 1, 2, 3)
         if has_bias and _wanted(ctx, 2):
             gb = gy.sum((0, 2, 3))
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -418,7 +422,7 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
         if tuple(x.shape[-2:]) == (1, 1) and p[1:] == (0, 0) and op[1:] == (0, 0):
             t_out = (x.shape[2] - 1) * s[0] - 2 * p[0] + k[0] + op[0]
             return _FCConvT.apply(_alias(x), _alias(self.weight), _alias(self.bias), s[0], p[0],
-                                  t_out)
+                                  t_out, _ParamRef(self.weight))
         return super().forward(x)
 
 
@@ -577,6 +581,89 @@ def _fused_step(optimizer: torch.optim.Optimizer, fused: bool):
     return fused_step
 
 
+class _ParamRef:
+    """A parameter handed to an autograd Function as a plain object (not as an input)."""
+
+    __slots__ = ("param",)
+
+    def __init__(self, param: Tensor):
+        self.param = param
+
+
+# Optimisers whose parameters' weight gradients are applied during the backward pass (see
+# step_in_backward), by id of the parameter; the slice of gradient computed at a time.
+_stepping: dict[int, torch.optim.Optimizer] = {}
+STEP_SLICE_BYTES = 8 << 20
+
+
+@contextlib.contextmanager
+def step_in_backward(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Within the block, a backward pass that makes the gradient of the generators' spatially
+    fully-connected transposed-convolution weight (the paper generator's 671 MB one) applies
+    ``optimizer``'s Adam step to it slice by slice as the gradient is produced, instead of
+    returning it: the full gradient is never held and that parameter's ``.grad`` stays None, so
+    the ``optimizer.step()`` after the backward pass skips it.
+
+    The same update as ``backward(); step()``: Adam is elementwise, and each slice is stepped by
+    the fused kernel with the parameter's step count advanced once. Only for a fused :func:`adam`
+    with plain Adam settings, and for a parameter whose ``.grad`` is None when its gradient is made
+    (no accumulation); otherwise the gradient is returned as usual. Not for data-parallel training
+    (gradients there must be averaged before any update).
+    """
+    ids = []
+    if getattr(optimizer, "_dyntex_fused", False):
+        for group in optimizer.param_groups:
+            if not (group.get("amsgrad") or group.get("maximize") or group.get("differentiable")
+                    or group.get("capturable") or group.get("decoupled_weight_decay")
+                    or isinstance(group["lr"], Tensor)):
+                ids += [id(p) for p in group["params"] if id(p) not in _stepping]
+    _stepping.update(dict.fromkeys(ids, optimizer))
+    try:
+        yield
+    finally:
+        for i in ids:
+            _stepping.pop(i, None)
+
+
+def _step_in_backward(ref: _ParamRef | None, produce) -> bool:
+    """Step ``ref.param`` with the gradient that ``produce(r0, r1, out)`` writes, as rows
+    [r0, r1) of an (N, C) matrix in the parameter's memory order, when :func:`step_in_backward`
+    is active for it. Returns whether it did (then no gradient is to be returned)."""
+    p = None if ref is None else ref.param
+    opt = None if p is None else _stepping.get(id(p))
+    # only a weight laid out input-channel innermost (accelerate() does it for spatial kernels)
+    flat_p = (None if opt is None or p.grad is not None or p.stride(0) != 1
+              else _flat(p.detach()))
+    if flat_p is None:
+        return False
+    group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
+    state = opt.state[p]
+    if not state:  # as torch.optim.Adam initialises a fused parameter's state
+        state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    for key in ("exp_avg", "exp_avg_sq"):  # loaded from a checkpoint in another layout
+        if state[key].stride() != p.stride():
+            state[key] = torch.empty_like(p).copy_(state[key])
+    flat_m, flat_v = _flat(state["exp_avg"]), _flat(state["exp_avg_sq"])
+    c = p.shape[0]
+    n = p.numel() // c
+    rows = max(1, STEP_SLICE_BYTES // (c * p.element_size()))
+    buf = p.new_empty(min(rows, n), c)
+    state["step"] += 1
+    beta1, beta2 = group["betas"]
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        g = buf[: r1 - r0]
+        produce(r0, r1, g)
+        sl = slice(r0 * c, r1 * c)
+        torch._fused_adam_([flat_p[sl]], [g.view(-1)], [flat_m[sl]], [flat_v[sl]], [],
+                           [state["step"]], amsgrad=False, lr=group["lr"], beta1=beta1,
+                           beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                           maximize=False, grad_scale=None, found_inf=None)
+    return True
+
+
 def adam(params, **kwargs) -> torch.optim.Adam:
     """``torch.optim.Adam(params, **kwargs)``, with the fused kernel when the fast path is on.
 
@@ -597,4 +684,5 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     if opt is None:
         opt = torch.optim.Adam(params, **kwargs)
     opt.step = _fused_step(opt, fused)
+    opt._dyntex_fused = fused  # what step_in_backward() requires
     return opt

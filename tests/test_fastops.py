@@ -314,3 +314,40 @@ def test_fused_adam_steps_channels_last_weights_without_copying_them():
     assert full_size == []  # the kernel's contiguous copy of the gradient is gone
     assert p.grad is grad  # the very tensor, restored
     assert opt.state_dict()["state"][0]["exp_avg"].shape == p.shape
+
+
+def test_generator_weight_stepped_in_slices_during_backward_is_the_same_update(monkeypatch):
+    # train_step steps the generator's fully-connected transposed-convolution weight slice by
+    # slice inside its backward pass (fastops.step_in_backward); with `sync` (here the identity)
+    # the whole gradient is made and stepped after. Slices of 4 KB: many per weight.
+    monkeypatch.setattr(fastops, "STEP_SLICE_BYTES", 4096)
+    torch.manual_seed(0)
+    cfg = make_config("paper", frames=28, size=16)
+    sliced = CoopNets(cfg)
+    whole = copy.deepcopy(sliced)
+    observed = torch.rand(1, 3, 28, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    w = sliced.generator.body[3].weight
+    assert w.stride(0) == 1 and w.numel() * 4 > 20 * 4096
+    o_sliced, o_whole = Optimizers.for_model(sliced), Optimizers.for_model(whole)
+    made = []
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b, **kw: made.append(a.shape[0] * b.shape[1]) or real_mm(a, b, **kw))
+    for _ in range(2):
+        made.clear()
+        s1 = train_step(sliced, o_sliced, observed, torch.Generator().manual_seed(2))
+        # never the whole gradient: 4-row slices (4 x 256 input channels) cover the weight
+        assert w.numel() not in made and made.count(1024) == w.numel() // 1024
+        assert w.grad is None
+        s0 = train_step(whole, o_whole, observed, torch.Generator().manual_seed(2),
+                        lambda _model, stats: stats)
+        assert s1 == s0
+    for (k, a), b in zip(sliced.state_dict().items(), whole.state_dict().values()):
+        assert torch.equal(a, b), k
+    st1, st0 = o_sliced.generator.state[w], o_whole.generator.state[whole.generator.body[3].weight]
+    assert float(st1["step"]) == float(st0["step"]) == 2
+    for key in ("exp_avg", "exp_avg_sq"):
+        assert st1[key].stride() == w.stride() and torch.equal(st1[key], st0[key]), key
+    # other optimisers (here SGD) get the gradient as usual
+    with fastops.step_in_backward(torch.optim.SGD(sliced.generator.parameters(), lr=0.1)):
+        (sliced.generator(sliced.draw_latents(2)) ** 2).sum().backward()
+    assert w.grad is not None and w.grad.shape == w.shape
