@@ -104,13 +104,14 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
         # Update the generator as soon as its gradient is complete and free that gradient before
         # the descriptor's is made: the paper generator's 671 MB gradient is then never held beside
         # the descriptor's gradient and activations (`dyntex speed --preset paper` peak RSS 4.8 -> 4.5 GB).
-        # The largest generator weight is even stepped slice by slice during the backward pass
-        # (fastops.step_in_backward: the same update; its 671 MB gradient is never allocated).
+        # The spatially fully-connected weights are even stepped slice by slice during the
+        # backward passes (fastops.step_in_backward: the same updates; the paper networks' 671 MB
+        # and 295 MB gradients are never allocated).
         def update_generator() -> None:
             opts.generator.step()
             opts.generator.zero_grad(set_to_none=True)
 
-        with fastops.step_in_backward(opts.generator):
+        with fastops.step_in_backward(opts.generator), fastops.step_in_backward(opts.descriptor):
             stats = accumulate_gradients(model, observed, generator, after_generator=update_generator)
     else:  # both gradients are averaged across processes in one call, then both updates applied
         stats = sync(model, accumulate_gradients(model, observed, generator))

@@ -148,7 +148,7 @@ class _FCConv(torch.autograd.Function):
     zero, or the nearest frame with replicate padding)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, pad, replicate, relu_input=False):
+    def forward(ctx, x, weight, bias, stride, pad, replicate, relu_input=False, param=None):
         b, _, t_in = x.shape[:3]
         o, kt = weight.shape[0], weight.shape[2]
         xr = _cl_rows(x)                                            # (B, T, F)
@@ -174,6 +174,7 @@ class _FCConv(torch.autograd.Function):
         ctx.save_for_backward(xr, wr)
         ctx.geom = (x.shape, weight.shape, stride, pad, replicate, t_out, bias is not None)
         ctx.relu_input = relu_input
+        ctx.param = param
         # a fresh tensor, never a view: a following in-place ReLU may overwrite it
         res = out.new_empty(b, o, t_out, 1, 1)
         res.copy_(out.transpose(1, 2)[..., None, None])
@@ -209,7 +210,9 @@ class _FCConv(torch.autograd.Function):
             if ctx.relu_input:  # the preceding ReLU's backward, in place on this fresh buffer
                 torch.ops.aten.threshold_backward.grad_input(gxr, xr, 0, grad_input=gxr)
             gx = gxr.reshape(b, t_in, h, w, c).permute(0, 4, 1, 2, 3)
-        if _wanted(ctx, 1):
+        if _wanted(ctx, 1) and not _step_in_backward(
+                ctx.param, _FCConv._weight_grad_rows(g, xr, kt, stride, pad, replicate), h * w * c,
+                False):
             xg, _ = _by_residue(xr, stride)
             gwr = wr.new_empty(o, kt, h, w, c)
             gflat = gwr.view(o, kt, -1)
@@ -220,7 +223,25 @@ class _FCConv(torch.autograd.Function):
             gw = gwr.permute(0, 4, 1, 2, 3)                         # (O, C, kt, H, W), CL strides
         if has_bias and _wanted(ctx, 2):
             gb = g.sum((0, 1))
-        return gx, gw, gb, None, None, None, None
+        return gx, gw, gb, None, None, None, None, None
+
+    @staticmethod
+    def _weight_grad_rows(g: Tensor, xr: Tensor, kt: int, stride: int, pad: int, replicate: bool):
+        """``produce(r0, r1, out)``: rows [r0, r1) of the weight gradient as an (O * kt, H*W*C)
+        matrix (the channels-last weight's memory order), as G[:, r0:r1]^T X with G the (B * T_in,
+        O * kt) matrix that scatters each output frame's gradient onto the input frame of each tap."""
+        b, t_out, o = g.shape
+        t_in = xr.shape[1]
+        gm = g.new_zeros(b, t_in, o, kt)
+        for dt in range(kt):
+            frames = torch.arange(t_out, device=g.device) * stride + dt - pad
+            keep = (frames >= 0) & (frames < t_in)
+            if replicate:
+                frames, keep = frames.clamp(0, t_in - 1), torch.ones_like(keep)
+            gm[..., dt].index_add_(1, frames[keep], g[:, keep])
+        gm = gm.view(b * t_in, o * kt)
+        xm = xr.reshape(b * t_in, -1)
+        return lambda r0, r1, out: torch.mm(gm[:, r0:r1].t(), xm, out=out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -285,7 +306,7 @@ class _FCConvT(torch.autograd.Function):
             # (N, C) = gu^T xm, 1.9x faster in MKL than (C, N) = xm^T gu. Rows [r0, r1) of it are
             # the weight's elements [r0 * C, r1 * C) in memory (input channel innermost).
             if need_w and not _step_in_backward(ctx.param, lambda r0, r1, out: torch.mm(
-                    gu[:, r0:r1].t(), xm, out=out)):
+                    gu[:, r0:r1].t(), xm, out=out), c, True):
                 gw = torch.mm(gu.t(), xm).view(o, kt, h, w, c).permute(4, 0, 1, 2, 3)
         if has_bias and _wanted(ctx, 2):
             gb = gy.sum((0, 2, 3))
@@ -396,7 +417,7 @@ class FastConv3d(nn.Conv3d):
                     x.clamp_min_(0)
             return _FCConv.apply(_alias(x), _alias(self.weight), _alias(self.bias),
                                  self.stride[0], pt, self.padding_mode == "replicate",
-                                 self.fused_relu)
+                                 self.fused_relu, _ParamRef(self.weight))
         if self.fused_relu:
             x = F.relu(x)
         if kt > 1 and self.in_channels * kt <= SMALL_CIN_TAPS:
@@ -598,8 +619,8 @@ STEP_SLICE_BYTES = 8 << 20
 
 @contextlib.contextmanager
 def step_in_backward(optimizer: torch.optim.Optimizer) -> Iterator[None]:
-    """Within the block, a backward pass that makes the gradient of the generators' spatially
-    fully-connected transposed-convolution weight (the paper generator's 671 MB one) applies
+    """Within the block, a backward pass that makes the weight gradient of a spatially
+    fully-connected layer (the paper generator's 671 MB and descriptor's 295 MB weights) applies
     ``optimizer``'s Adam step to it slice by slice as the gradient is produced, instead of
     returning it: the full gradient is never held and that parameter's ``.grad`` stays None, so
     the ``optimizer.step()`` after the backward pass skips it.
@@ -625,15 +646,18 @@ def step_in_backward(optimizer: torch.optim.Optimizer) -> Iterator[None]:
             _stepping.pop(i, None)
 
 
-def _step_in_backward(ref: _ParamRef | None, produce) -> bool:
+def _step_in_backward(ref: _ParamRef | None, produce, row: int, transposed: bool) -> bool:
     """Step ``ref.param`` with the gradient that ``produce(r0, r1, out)`` writes, as rows
-    [r0, r1) of an (N, C) matrix in the parameter's memory order, when :func:`step_in_backward`
-    is active for it. Returns whether it did (then no gradient is to be returned)."""
+    [r0, r1) of an (N, row) matrix in the memory order of a weight laid out input-channel
+    innermost (as :func:`accelerate` lays out spatial kernels), when :func:`step_in_backward` is
+    active for it. Returns whether it did (then no gradient is to be returned)."""
     p = None if ref is None else ref.param
     opt = None if p is None else _stepping.get(id(p))
-    # only a weight laid out input-channel innermost (accelerate() does it for spatial kernels)
-    flat_p = (None if opt is None or p.grad is not None or p.stride(0) != 1
-              else _flat(p.detach()))
+    if opt is None or p.grad is not None:
+        return False
+    inner = (p.stride(0) == 1 if transposed  # (C, O, kt, h, w) with C innermost
+             else p.is_contiguous(memory_format=CL3))  # (O, C, kt, H, W) channels-last
+    flat_p = _flat(p.detach()) if inner else None
     if flat_p is None:
         return False
     group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
@@ -646,9 +670,10 @@ def _step_in_backward(ref: _ParamRef | None, produce) -> bool:
         if state[key].stride() != p.stride():
             state[key] = torch.empty_like(p).copy_(state[key])
     flat_m, flat_v = _flat(state["exp_avg"]), _flat(state["exp_avg_sq"])
-    c = p.shape[0]
+    c = row
     n = p.numel() // c
-    rows = max(1, STEP_SLICE_BYTES // (c * p.element_size()))
+    # slices of about STEP_SLICE_BYTES, but at most 8 of them (each reads produce's inputs whole)
+    rows = max(1, STEP_SLICE_BYTES // (c * p.element_size()), -(-n // 8))
     buf = p.new_empty(min(rows, n), c)
     state["step"] += 1
     beta1, beta2 = group["betas"]

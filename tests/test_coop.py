@@ -85,8 +85,10 @@ def test_synthesize_longer_and_refined():
 
 def test_early_generator_update_gives_the_same_iteration():
     # Without `sync` the generator is stepped and its gradient freed before the descriptor's
-    # gradient is made; with one (here the identity) both updates follow both gradients. The
-    # iteration is the same either way.
+    # gradient is made, and the spatially fully-connected weights are stepped in slices during
+    # the backward passes (fastops.step_in_backward); with one (here the identity) both updates
+    # follow both whole gradients. The iteration is the same either way (to rounding: the
+    # descriptor's sliced weight gradient sums its taps in another order).
     runs = []
     for sync in (None, lambda _model, stats: stats):
         model = _model(arch="paper", frames=28, size=8)
@@ -95,9 +97,12 @@ def test_early_generator_update_gives_the_same_iteration():
                  for _ in range(2)]
         runs.append((model, stats))
         if sync is None:
+            fc = model.descriptor.body[2].weight
             assert all(p.grad is None for p in model.generator.parameters())
-            assert all(p.grad is not None for p in model.descriptor.parameters())
+            assert fc.grad is None
+            assert all(p.grad is not None for p in model.descriptor.parameters() if p is not fc)
     (m1, s1), (m2, s2) = runs
-    assert s1 == s2
+    for a, b in zip(s1, s2):
+        assert all(abs(a[k] - b[k]) <= 1e-5 * abs(b[k]) + 1e-9 for k in b)
     for (k, a), b in zip(m1.state_dict().items(), m2.state_dict().values()):
-        assert torch.equal(a, b), k
+        assert (a - b).norm() <= 1e-5 * b.norm(), k
