@@ -22,7 +22,10 @@ layer for anything it does not recognise:
   output channels (few output channels, e.g. RGB).
 
 Weight gradients are skipped when the autograd call does not ask for them (Langevin takes input
-gradients only), as PyTorch's own convolutions do.
+gradients only), as PyTorch's own convolutions do. A ReLU right before a spatially fully-connected
+convolution is applied by that layer (:class:`FusedReLU`), its backward folded into the layer's
+input gradient. Within :func:`step_in_backward`, the weight gradients of the spatially
+fully-connected layers are not returned but applied by Adam slice by slice as they are made.
 
 The switch: ``DYNTEX_FASTOPS=0`` in the environment makes :func:`accelerate` a no-op, and
 :func:`set_enabled` / :func:`enabled_scope` turn the rewrites off at run time (the accelerated
