@@ -214,8 +214,8 @@ class _FCConv(torch.autograd.Function):
                 torch.ops.aten.threshold_backward.grad_input(gxr, xr, 0, grad_input=gxr)
             gx = gxr.reshape(b, t_in, h, w, c).permute(0, 4, 1, 2, 3)
         if _wanted(ctx, 1) and not _step_in_backward(
-                ctx.param, _FCConv._weight_grad_rows(g, xr, kt, stride, pad, replicate), h * w * c,
-                False):
+                ctx.param, lambda: _FCConv._weight_grad_rows(g, xr, kt, stride, pad, replicate),
+                h * w * c, False):
             xg, _ = _by_residue(xr, stride)
             gwr = wr.new_empty(o, kt, h, w, c)
             gflat = gwr.view(o, kt, -1)
@@ -308,7 +308,7 @@ class _FCConvT(torch.autograd.Function):
                 gx = torch.mm(gu, wt).view(b, t_in, c).transpose(1, 2).reshape(xshape)
             # (N, C) = gu^T xm, 1.9x faster in MKL than (C, N) = xm^T gu. Rows [r0, r1) of it are
             # the weight's elements [r0 * C, r1 * C) in memory (input channel innermost).
-            if need_w and not _step_in_backward(ctx.param, lambda r0, r1, out: torch.mm(
+            if need_w and not _step_in_backward(ctx.param, lambda: lambda r0, r1, out: torch.mm(
                     gu[:, r0:r1].t(), xm, out=out), c, True):
                 gw = torch.mm(gu.t(), xm).view(o, kt, h, w, c).permute(4, 0, 1, 2, 3)
         if has_bias and _wanted(ctx, 2):
@@ -530,11 +530,15 @@ def _match_layouts(optimizer: torch.optim.Optimizer, *_args, **_kwargs) -> None:
         for p in group["params"]:
             if p.grad is not None and p.grad.stride() != p.stride():
                 p.grad = torch.empty_like(p).copy_(p.grad)
-            state = optimizer.state.get(p, {})
-            for key, value in state.items():
-                if (isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0
-                        and value.stride() != p.stride()):
-                    state[key] = torch.empty_like(p).copy_(value)
+            _match_state_layouts(p, optimizer.state.get(p, {}))
+
+
+def _match_state_layouts(p: Tensor, state: dict) -> None:
+    """Give ``p``'s optimiser states of its shape the memory layout of ``p`` (copies if not)."""
+    for key, value in state.items():
+        if (isinstance(value, Tensor) and value.shape == p.shape and value.dim() > 0
+                and value.stride() != p.stride()):
+            state[key] = torch.empty_like(p).copy_(value)
 
 
 def _flat(t: Tensor) -> Tensor | None:
@@ -649,11 +653,12 @@ def step_in_backward(optimizer: torch.optim.Optimizer) -> Iterator[None]:
             _stepping.pop(i, None)
 
 
-def _step_in_backward(ref: _ParamRef | None, produce, row: int, transposed: bool) -> bool:
+def _step_in_backward(ref: _ParamRef | None, make_produce, row: int, transposed: bool) -> bool:
     """Step ``ref.param`` with the gradient that ``produce(r0, r1, out)`` writes, as rows
     [r0, r1) of an (N, row) matrix in the memory order of a weight laid out input-channel
     innermost (as :func:`accelerate` lays out spatial kernels), when :func:`step_in_backward` is
-    active for it. Returns whether it did (then no gradient is to be returned)."""
+    active for it; ``make_produce()`` gives ``produce`` and is only called then. Returns whether
+    it did (then no gradient is to be returned)."""
     p = None if ref is None else ref.param
     opt = None if p is None else _stepping.get(id(p))
     if opt is None or p.grad is not None:
@@ -669,9 +674,8 @@ def _step_in_backward(ref: _ParamRef | None, produce, row: int, transposed: bool
         state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
         state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-    for key in ("exp_avg", "exp_avg_sq"):  # loaded from a checkpoint in another layout
-        if state[key].stride() != p.stride():
-            state[key] = torch.empty_like(p).copy_(state[key])
+    _match_state_layouts(p, state)  # e.g. loaded from a checkpoint in another layout
+    produce = make_produce()
     flat_m, flat_v = _flat(state["exp_avg"]), _flat(state["exp_avg_sq"])
     c = row
     n = p.numel() // c
