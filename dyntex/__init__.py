@@ -1,11 +1,14 @@
 """dyntex: learn dynamic textures from video with cooperative descriptor/generator ConvNets."""
 import os
 
-# Before torch is imported: PyTorch's CPU allocator then backs large tensors (>= 2 MB) with
-# transparent huge pages, so the hundreds of MB that each iteration allocates afresh cost 512x
-# fewer page faults (paper size on 2 cores: 22.2 -> 20.5 s per iteration). Same values, other pages;
-# THP_MEM_ALLOC_ENABLE=0 in the environment turns it off. No effect if torch was imported first.
+# Allocator settings, process-wide (see dyntex/allocator.py; each has an environment switch).
+# Before torch is imported: PyTorch then backs large CPU tensors with transparent huge pages
+# (paper size on 2 cores: 22.2 -> 20.5 s per iteration); no effect if torch was imported first.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from .allocator import fix_mmap_threshold
+
+fix_mmap_threshold()  # freed blocks >= 4 MiB go back to the system (paper peak RSS 4.23 -> 4.00 GB)
 
 from .clips import load_inputs
 from .config import Config, make_config
