@@ -24,8 +24,11 @@ layer for anything it does not recognise:
 Weight gradients are skipped when the autograd call does not ask for them (Langevin takes input
 gradients only), as PyTorch's own convolutions do. A ReLU right before a spatially fully-connected
 convolution is applied by that layer (:class:`FusedReLU`), its backward folded into the layer's
-input gradient. Within :func:`step_in_backward`, the weight gradients of the spatially
-fully-connected layers are not returned but applied by Adam slice by slice as they are made.
+input gradient; a BatchNorm and ReLU right before a (not fully-connected) transposed convolution
+are applied by that layer (:class:`FusedBatchNorm3d`, :class:`_BNReLUConvT`), which keeps
+BatchNorm's input, not the ReLU's output, for its backward pass. Within :func:`step_in_backward`,
+the weight gradients of the spatially fully-connected layers are not returned but applied by Adam
+slice by slice as they are made.
 
 The switch: ``DYNTEX_FASTOPS=0`` in the environment makes :func:`accelerate` a no-op, and
 :func:`set_enabled` / :func:`enabled_scope` turn the rewrites off at run time (the accelerated
@@ -378,6 +381,83 @@ class _SmallCinConv(torch.autograd.Function):
 
 
 # ----------------------------------------------------------------------------------------------
+# BatchNorm -> ReLU -> transposed convolution, without keeping the ReLU's output
+# ----------------------------------------------------------------------------------------------
+def _bn_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Per-channel (dim 1) mean and 1 / sqrt(biased variance + eps) of a contiguous batch x."""
+    if x.device.type in ("cpu", "cuda"):  # BatchNorm's own statistics kernel
+        mean, var = torch.ops.aten.batch_norm_update_stats(x, None, None, 0.0)
+    else:
+        var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], correction=0)
+    return mean, (var + eps).rsqrt()
+
+
+def _bn_relu(x: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, invstd: Tensor) -> Tensor:
+    """relu(gamma * (x - mean) * invstd + beta) per channel (dim 1), as a fresh tensor (the same
+    elementwise function as PyTorch's CPU BatchNorm kernel)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    scale = gamma * invstd
+    shift = beta - mean * scale
+    return torch.addcmul(shift.view(shape), x, scale.view(shape)).clamp_min_(0)
+
+
+class _BNReLUConvT(torch.autograd.Function):
+    """conv_transpose(relu(batch_norm(x))), BatchNorm with the batch's statistics.
+
+    Autograd would keep both BatchNorm's input x and the ReLU's output r (the convolution's
+    input, for its weight gradient and the ReLU's mask): two full-size tensors per layer. This
+    keeps x only and recomputes r from x and the saved statistics in the backward pass (the same
+    elementwise function on the same values): the paper generator's retained graph, which sits
+    beside every Langevin step, shrinks by its two ReLU outputs (134 MB + 34 MB). The backward
+    pass also makes the convolution's input gradient first (it does not read r), then r and the
+    weight gradient one clip at a time, so r, its gradient and oneDNN's reordered copy of r are
+    never all whole at once (paper: 402 -> 268 MB at the last layer's backward).
+
+    Contiguous layouts throughout: PyTorch's channels-last CPU BatchNorm kernels accumulate in
+    float32 with errors up to 1e-3 relative, and converting oneDNN's channels-last outputs back
+    costs more than its faster channels-last transposed convolutions save.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, weight, bias, eps, conv):
+        # conv = (stride, padding, dilation, transposed=True, output_padding, groups)
+        x = x.contiguous()
+        mean, invstd = _bn_stats(x, eps)
+        out = torch.ops.aten.convolution(_bn_relu(x, gamma, beta, mean, invstd), weight, bias, *conv)
+        ctx.save_for_backward(x, gamma, beta, weight, mean, invstd)
+        ctx.conf = (eps, conv, bias is not None)
+        return out
+
+    @staticmethod
+    def backward(ctx, gout):
+        x, gamma, beta, weight, mean, invstd = ctx.saved_tensors
+        eps, conv, has_bias = ctx.conf
+        need = [_wanted(ctx, i) for i in range(5)]
+        need_r, need_w, need_b = any(need[:3]), need[3], has_bias and need[4]
+        gx = ggamma = gbeta = gw = gb = gr = None
+        if need_r:  # the convolution's input gradient (x stands in for r: same shape and layout)
+            gr = torch.ops.aten.convolution_backward(gout, x, weight, None, *conv,
+                                                     (True, False, False))[0]
+        if need_r or need_w or need_b:
+            bias_sizes = [weight.shape[1] * conv[5]] if has_bias else None
+            for i in range(x.shape[0]):
+                r = _bn_relu(x[i: i + 1], gamma, beta, mean, invstd)
+                if need_w or need_b:
+                    _, gw_i, gb_i = torch.ops.aten.convolution_backward(
+                        gout[i: i + 1], r, weight, bias_sizes, *conv, (False, need_w, need_b))
+                    gw = gw_i if gw is None or gw_i is None else gw.add_(gw_i)
+                    gb = gb_i if gb is None or gb_i is None else gb.add_(gb_i)
+                if need_r:  # the ReLU's backward, in place
+                    g = gr[i: i + 1]
+                    torch.ops.aten.threshold_backward.grad_input(g, r, 0, grad_input=g)
+                del r
+        if need_r:
+            gx, ggamma, gbeta = torch.ops.aten.native_batch_norm_backward(
+                gr, x, gamma, None, None, mean, invstd, True, eps, need[:3])
+        return gx, ggamma, gbeta, gw, gb, None, None
+
+
+# ----------------------------------------------------------------------------------------------
 # The layers
 # ----------------------------------------------------------------------------------------------
 def _autocast_on(device_type: str) -> bool:
@@ -437,17 +517,37 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
 
     (Strided transposed convolutions stay oneDNN's: splitting them into per-phase stride-1
     convolutions, or stacking the phases as channels, measured slower forward + backward.)
+
+    ``fused_bn`` (set by :func:`accelerate`, which turns the BatchNorm before this layer and the
+    ReLU between them into placeholders): the layer applies ``relu(fused_bn(x))`` to its input
+    itself, by :class:`_BNReLUConvT`, which keeps BatchNorm's input instead of the ReLU's output
+    for the backward pass; any other formulation applies the two modules' plain functions first.
     """
+
+    fused_bn: nn.BatchNorm3d | None = None
+
+    def _plain_input(self, x: Tensor) -> Tensor:
+        bn = self.fused_bn
+        return x if bn is None else F.relu(nn.BatchNorm3d.forward(bn, x))
 
     def forward(self, x: Tensor, output_size=None) -> Tensor:  # noqa: D102
         if _plain_ok(x, self) or output_size is not None or self.padding_mode != "zeros":
-            return super().forward(x, output_size)
+            return super().forward(self._plain_input(x), output_size)
         k, s, p, op = self.kernel_size, self.stride, self.padding, self.output_padding
         if tuple(x.shape[-2:]) == (1, 1) and p[1:] == (0, 0) and op[1:] == (0, 0):
             t_out = (x.shape[2] - 1) * s[0] - 2 * p[0] + k[0] + op[0]
-            return _FCConvT.apply(_alias(x), _alias(self.weight), _alias(self.bias), s[0], p[0],
-                                  t_out, _ParamRef(self.weight))
+            return _FCConvT.apply(_alias(self._plain_input(x)), _alias(self.weight),
+                                  _alias(self.bias), s[0], p[0], t_out, _ParamRef(self.weight))
+        bn = self.fused_bn
+        if bn is not None:
+            conv = (list(s), list(p), list(self.dilation), True, list(op), self.groups)
+            return _BNReLUConvT.apply(_alias(x), _alias(bn.weight), _alias(bn.bias),
+                                      _alias(self.weight), _alias(self.bias), bn.eps, conv)
         return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", applies the BatchNorm and ReLU before it"
+                                       if self.fused_bn is not None else "")
 
 
 _SWAP = {nn.Conv3d: FastConv3d, nn.ConvTranspose3d: FastConvTranspose3d}
@@ -504,6 +604,17 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
                     if isinstance(nxt, FastConv3d) and _maybe_fully_connected(nxt):
                         nxt.fused_relu = True
                         parent[i + 1] = FusedReLU()
+                    elif (isinstance(nxt, FastConvTranspose3d) and not _maybe_fully_connected(nxt)
+                          and type(prev) is nn.BatchNorm3d and prev.affine
+                          and not prev.track_running_stats):
+                        # BatchNorm (batch statistics) -> ReLU -> transposed conv: one Function
+                        # that keeps BatchNorm's input only (_BNReLUConvT). The BatchNorm module
+                        # keeps its parameters (and state_dict keys) as a placeholder.
+                        fused = FusedBatchNorm3d.__new__(FusedBatchNorm3d)
+                        fused.__dict__.update(prev.__dict__)
+                        parent[i] = fused
+                        parent[i + 1] = FusedReLU()
+                        nxt.__dict__["fused_bn"] = fused  # a reference, not a submodule
                     else:
                         layer.inplace = True
     return module
@@ -514,6 +625,17 @@ class FusedReLU(nn.Identity):
 
     def extra_repr(self) -> str:
         return "ReLU applied by the next layer"
+
+
+class FusedBatchNorm3d(nn.BatchNorm3d):
+    """A BatchNorm3d (same parameters) that the next layer but one applies, with the ReLU between
+    them (``FastConvTranspose3d.fused_bn``); as a module it passes its input through."""
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return x
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ", applied by the next convolution"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -126,6 +126,67 @@ def test_relu_fused_into_fully_connected_conv(c, o, t, hw, kt, st, pt, mode):
         assert rel(fast(x).detach(), out0) < TOL
 
 
+# BatchNorm -> ReLU -> strided transposed convolution (the generators' blocks) is one Function that
+# keeps BatchNorm's input only (FusedBatchNorm3d + FusedReLU placeholders): compared with the
+# never-accelerated block, and what it keeps for the backward pass.
+def _saved_bytes(net: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct non-parameter tensors autograd keeps for net(x)'s backward pass."""
+    params = {p.untyped_storage().data_ptr() for p in net.parameters()}
+    kept = {}
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            kept[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = net(x)
+    del out
+    return sum(kept.values())
+
+
+@pytest.mark.parametrize("c,t,hw,k,s,p,op", [
+    (5, 5, 7, 3, 2, 1, 1),
+    (4, 4, 6, (2, 5, 5), (1, 2, 2), (0, 2, 2), (0, 1, 1)),
+])
+def test_batchnorm_relu_fused_into_transposed_conv(c, t, hw, k, s, p, op):
+    torch.manual_seed(0)
+    plain = nn.Sequential(
+        nn.ConvTranspose3d(3, c, 3, stride=2, padding=1, output_padding=1),
+        nn.BatchNorm3d(c, track_running_stats=False), nn.ReLU(),
+        nn.ConvTranspose3d(c, 2, k, stride=s, padding=p, output_padding=op))
+    with torch.no_grad():
+        plain[1].weight.normal_(1.0, 0.5)
+        plain[1].bias.normal_(0.0, 0.5)
+    fast = fastops.accelerate(copy.deepcopy(plain))
+    assert isinstance(fast[1], fastops.FusedBatchNorm3d) and isinstance(fast[2], fastops.FusedReLU)
+    assert fast[3].fused_bn is fast[1]
+    assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints unchanged
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, t, hw, hw, generator=g).requires_grad_()
+    # the bias before BatchNorm has a zero gradient in exact arithmetic: rounding noise only
+    params = lambda net: [q for name, q in net.named_parameters() if name != "0.bias"]  # noqa: E731
+    results = []
+    for net in (fast, plain):
+        out = net(x)
+        gy = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        grads = torch.autograd.grad(out, [x, *params(net)], gy)
+        dx_only = torch.autograd.grad(net(x), x, gy)[0]     # input gradient alone (latent inference)
+        dw_only = torch.autograd.grad(net(x), params(net), gy)  # parameter gradients alone
+        results.append([out.detach(), *grads, dx_only, *dw_only])
+    (out1, *g1), (out0, *g0) = results
+    assert (plain[1](plain[0](x)) < 0).any()  # the ReLU has something to cut
+    assert rel(out1, out0) < TOL
+    for a, b in zip(g1, g0):
+        assert a.shape == b.shape and rel(a, b) < TOL
+    with fastops.enabled_scope(False):  # the fallback path applies BatchNorm and ReLU too
+        assert rel(fast(x).detach(), out0) < TOL
+    # kept for backward: x and BatchNorm's input, not the ReLU's output as well
+    relu_out = plain[2](plain[1](plain[0](x))).detach()
+    assert _saved_bytes(fast, x) <= _saved_bytes(plain, x) - relu_out.numel() * relu_out.element_size()
+
+
 # ----------------------------------------------------------------------------------------------
 # Whole networks and one training iteration
 # ----------------------------------------------------------------------------------------------
