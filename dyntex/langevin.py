@@ -21,8 +21,11 @@ def langevin(grad_log_p: Callable[[Tensor], Tensor], x0: Tensor, steps: int, ste
     """Run ``steps`` Langevin steps from ``x0`` on the density whose score is ``grad_log_p``."""
     x = x0.detach()
     for _ in range(steps):
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        x = x + (0.5 * step_size ** 2) * grad_log_p(x) + step_size * noise
+        # x + d^2/2 * score + d * U as one fresh tensor updated in place (never x0). U is drawn
+        # after the score, which draws nothing, so it is not held during the score's backward pass.
+        x = torch.add(x, grad_log_p(x), alpha=0.5 * step_size ** 2)
+        x.add_(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype),
+               alpha=step_size)
     return x
 
 
@@ -41,7 +44,7 @@ def descriptor_score(energy: Callable[[Tensor], Tensor], ref_sigma: float
     inv_var = 1.0 / ref_sigma ** 2
 
     def score(y: Tensor) -> Tensor:
-        return _input_grad(energy, y)[1] - inv_var * y
+        return torch.add(_input_grad(energy, y)[1], y, alpha=-inv_var)
 
     return score
 

@@ -74,3 +74,18 @@ def test_latent_inference_targets_linear_gaussian_posterior():
 def test_langevin_zero_steps_is_identity():
     x = torch.randn(3, 2)
     assert torch.equal(langevin(lambda x: -x, x, 0, 0.1), x)
+
+
+def test_langevin_is_pure_and_follows_the_update_rule():
+    # The update is done in place on a fresh tensor: neither x0 nor what the score returns (here
+    # a broadcast view of one shared number) may change, and each step is x + d^2/2 score + d U.
+    x0 = torch.randn(4, 5, dtype=torch.float64)
+    x0_before = x0.clone()
+    drift = torch.tensor([0.5], dtype=torch.float64)
+    out = langevin(lambda x: drift.expand_as(x), x0, 3, 0.2, torch.Generator().manual_seed(9))
+    assert torch.equal(x0, x0_before) and drift.item() == 0.5
+    noise = torch.Generator().manual_seed(9)
+    expect = x0.clone()
+    for _ in range(3):
+        expect = expect + 0.02 * 0.5 + 0.2 * torch.randn(expect.shape, generator=noise, dtype=torch.float64)
+    assert torch.allclose(out, expect, rtol=0, atol=1e-12)
