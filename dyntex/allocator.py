@@ -11,8 +11,8 @@ Two settings, both the same values in other memory, each with an environment swi
   come from the heap, where freed memory stays resident and fragments: a paper-size iteration's
   16-32 MB temporaries then hold hundreds of MB that no tensor uses. With the threshold fixed,
   every block from 16 MiB up is mapped on allocation and returned on free (`dyntex speed --preset
-  paper` on 2 cores: peak RSS 4.23 -> 4.00 GB, resident between iterations 3.63 -> 3.31 GB, speed
-  unchanged within the run-to-run noise). Smaller blocks stay on the heap, where reusing them
+  paper` on 2 cores, ``DYNTEX_MMAP_THRESHOLD=0`` vs unset: peak RSS 4.11 -> 3.83 GB, resident
+  between iterations about 3.6 -> 3.3 GB, speed unchanged within the run-to-run noise). Smaller blocks stay on the heap, where reusing them
   costs no page faults: at 4 MiB the fast preset's 8 MB activations were mapped afresh on every
   call and its iteration took 20 % longer.
 """
