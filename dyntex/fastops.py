@@ -553,8 +553,9 @@ class FastConvTranspose3d(nn.ConvTranspose3d):
 _SWAP = {nn.Conv3d: FastConv3d, nn.ConvTranspose3d: FastConvTranspose3d}
 
 
-def _swap(layer: nn.Module) -> nn.Module:
-    cls = _SWAP[type(layer)]
+def _swap(layer: nn.Module, cls: type | None = None) -> nn.Module:
+    """``layer`` as an instance of ``cls`` (by default its fast subclass in ``_SWAP``)."""
+    cls = cls or _SWAP[type(layer)]
     new = cls.__new__(cls)
     new.__dict__.update(layer.__dict__)  # the same Parameter objects, hooks and settings
     return new
@@ -610,8 +611,7 @@ def accelerate(module: nn.Module, enable: bool | None = None) -> nn.Module:
                         # BatchNorm (batch statistics) -> ReLU -> transposed conv: one Function
                         # that keeps BatchNorm's input only (_BNReLUConvT). The BatchNorm module
                         # keeps its parameters (and state_dict keys) as a placeholder.
-                        fused = FusedBatchNorm3d.__new__(FusedBatchNorm3d)
-                        fused.__dict__.update(prev.__dict__)
+                        fused = _swap(prev, FusedBatchNorm3d)
                         parent[i] = fused
                         parent[i + 1] = FusedReLU()
                         nxt.__dict__["fused_bn"] = fused  # a reference, not a submodule
