@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dyntex.errors import ConfigError, InputError
-from dyntex.video import (DEFAULT_FPS, IMAGE_EXTS, MAX_PIXELS, VIDEO_EXTS, InputWarning, Video,
+from dyntex.video import (DEFAULT_FPS, IMAGE_EXTS, MAX_PIXELS, PIXEL_TO_MODEL, VIDEO_EXTS, InputWarning, Video,
                           natural_key, read_video, to_model)
 
 MODES = ("first", "random")
@@ -154,6 +154,14 @@ class WindowSampler:
         v = self.videos[int(torch.randint(len(self.videos), (1,), generator=self.generator))]
         start = int(torch.randint(len(v.frames) - self.frames + 1, (1,), generator=self.generator))
         return v.frames[start:start + self.frames]
+
+    def channel_mean(self) -> torch.Tensor:
+        """Mean of each colour channel over the frames training draws from (model space): all
+        frames in ``"random"`` mode, the first T of each video in ``"first"`` mode."""
+        span = self.frames if self.mode == "first" else None
+        sums = sum(v.frames[:span].reshape(-1, 3).sum(0, dtype=np.float64) for v in self.videos)
+        count = sum(v.frames[:span].shape[0] * v.frames[0].size // 3 for v in self.videos)
+        return PIXEL_TO_MODEL.forward(torch.from_numpy(sums / count))
 
     def observed(self, batch: int | None = None) -> torch.Tensor:
         """A batch of windows as float32 ``(B, 3, T, H, W)`` in [-1, 1].

@@ -15,7 +15,9 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-ARCHES = ("paper", "fast")
+ARCHES = ("paper", "fast", "multiscale")
+REF_MEANS = ("zero", "data")
+LR_SCHEDULES = ("constant", "cosine")
 WINDOWS = ("first", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -32,10 +34,12 @@ class Config:
     # -- networks (dyntex.nets) -----------------------------------------------------------------
     arch: str = "fast"          # "paper": the authors' Exp. 7 networks; "fast": see nets.py
     latent_channels: int = 16   # channels of the latent X
+    layout_channels: int = 0    # multiscale: channels of the learned layout map (0: stationary)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
     langevin_steps: int = 10    # l
     step_size: float = 0.002    # delta
     ref_sigma: float = 0.016    # s: std of the Gaussian reference distribution
+    ref_mean: str = "zero"      # its mean: "zero" (paper) or "data" (the observed colour mean)
     # -- optional latent inference on the generator posterior (Alg. 1 step G1) -----------------
     infer_steps: int = 0        # l' (0: off, as in the authors' code)
     infer_step_size: float = 0.003
@@ -47,6 +51,9 @@ class Config:
     lr_des: float = 0.01
     lr_gen: float = 2e-4
     beta1: float = 0.5
+    lr_schedule: str = "constant"  # "cosine": both rates decay to a tenth by the last iteration
+    ema: float = 0.0            # > 0: synthesize with an exponential moving average of the
+                                # generator's weights (this decay per iteration)
     # -- run -----------------------------------------------------------------------------------
     seed: int = 0
     device: str = "auto"
@@ -72,7 +79,7 @@ class Config:
         return {k: getattr(self, k) for k in MODEL_KEYS}
 
 
-MODEL_KEYS = ("arch", "frames", "size", "latent_channels")
+MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels")
 
 # Named sets of overrides. "paper" is exactly the authors' Exp. 7 (Xie et al., TPAMI; code
 # jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "fast" is the default.
@@ -93,11 +100,12 @@ _FIELDS = {f.name: f for f in fields(Config)}
 _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
-_NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries"}
+_NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries", "layout_channels"}
 _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
-            "diverge_lower": ("lr_des", "step_size", "both")}
+            "diverge_lower": ("lr_des", "step_size", "both"), "ref_mean": REF_MEANS,
+            "lr_schedule": LR_SCHEDULES}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -118,6 +126,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting '{key}' must be positive, got {value}")
     if key == "beta1" and not 0 <= value < 1:
         raise ConfigError(f"setting 'beta1' must be in [0, 1), got {value}")
+    if key == "ema" and not 0 <= value < 1:
+        raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:

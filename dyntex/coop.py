@@ -5,6 +5,7 @@ Algorithm 1. Files, progress bars and checkpoints live in :mod:`dyntex.trainer`.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable
 
@@ -27,8 +28,29 @@ class CoopNets(nn.Module):
         self.config = config
         self.descriptor: Descriptor
         self.generator: Generator
+        options = {"layout_channels": config.layout_channels} if config.arch == "multiscale" else {}
         self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,
-                                                     config.latent_channels)
+                                                     config.latent_channels, **options)
+        # mu of the reference distribution N(mu, s^2 I): zero (paper) or the observed colour mean,
+        # set once from the training data (Trainer) and kept in checkpoints
+        self.register_buffer("ref_mean", torch.zeros(1, 3, 1, 1, 1))
+        # exponential moving average of the generator's weights, used for synthesis (config.ema)
+        self.generator_ema: Generator | None = None
+        if config.ema > 0:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """alpha_ema <- ema * alpha_ema + (1 - ema) * alpha (after each generator update)."""
+        if self.generator_ema is None:
+            return
+        for avg, cur in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            avg.lerp_(cur, 1.0 - self.config.ema)
+
+    @property
+    def sampler(self) -> Generator:
+        """The generator that synthesizes: the moving average when there is one."""
+        return self.generator_ema if self.generator_ema is not None else self.generator
 
     @property
     def device(self) -> torch.device:
@@ -45,7 +67,8 @@ class CoopNets(nn.Module):
         """Descriptor Langevin revision of clips ``y`` with the config's delta and s."""
         cfg = self.config
         steps = cfg.langevin_steps if steps is None else steps
-        return revise(self.descriptor, y, steps, cfg.step_size, cfg.ref_sigma, generator)
+        return revise(self.descriptor, y, steps, cfg.step_size, cfg.ref_sigma, generator,
+                      self.ref_mean)
 
     @torch.no_grad()
     def synthesize(self, n: int, frames: int | None = None, langevin_steps: int = 0,
@@ -61,7 +84,7 @@ class CoopNets(nn.Module):
         group = self.config.chains
         n_groups = -(-n // group)
         z = self.draw_latents(n_groups * group, frames, generator)
-        clips = torch.cat([self.generator(zg, frames) for zg in z.split(group)])[:n]
+        clips = torch.cat([self.sampler(zg, frames) for zg in z.split(group)])[:n]
         if langevin_steps:
             clips = self.revise(clips, langevin_steps, generator)
         return clips
@@ -117,6 +140,7 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
         stats = sync(model, accumulate_gradients(model, observed, generator))
         opts.generator.step()
     opts.descriptor.step()
+    model.update_ema()
     return dict(zip(STAT_NAMES, stats.tolist()))  # one host sync per iteration
 
 

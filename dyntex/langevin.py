@@ -38,24 +38,27 @@ def _input_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tens
     return out.detach(), grad
 
 
-def descriptor_score(energy: Callable[[Tensor], Tensor], ref_sigma: float
-                     ) -> Callable[[Tensor], Tensor]:
-    """Score of p(Y) ∝ exp(f(Y)) N(Y; 0, s^2 I):  grad log p = df/dY - Y / s^2  (paper Eq. 1, 8)."""
+def descriptor_score(energy: Callable[[Tensor], Tensor], ref_sigma: float,
+                     ref_mean: Tensor | float = 0.0) -> Callable[[Tensor], Tensor]:
+    """Score of p(Y) ∝ exp(f(Y)) N(Y; mu, s^2 I):  grad log p = df/dY - (Y - mu) / s^2
+    (paper Eq. 1, 8, where mu = 0; ``ref_mean`` broadcasts against Y, e.g. a colour per channel)."""
     inv_var = 1.0 / ref_sigma ** 2
 
     def score(y: Tensor) -> Tensor:
-        return torch.add(_input_grad(energy, y)[1], y, alpha=-inv_var)
+        return torch.add(_input_grad(energy, y)[1], y - ref_mean, alpha=-inv_var)
 
     return score
 
 
 def revise(energy: Callable[[Tensor], Tensor], y0: Tensor, steps: int, step_size: float,
-           ref_sigma: float, generator: torch.Generator | None = None) -> Tensor:
-    """Descriptor revision (Alg. 1, step D1): Y <- Y - d^2/2 (Y/s^2 - df/dY) + d U, ``steps`` times.
+           ref_sigma: float, generator: torch.Generator | None = None,
+           ref_mean: Tensor | float = 0.0) -> Tensor:
+    """Descriptor revision (Alg. 1, step D1): Y <- Y - d^2/2 ((Y - mu)/s^2 - df/dY) + d U,
+    ``steps`` times.
 
     ``energy`` maps a batch (B, ...) to f per clip (B,); the clips are revised independently.
     """
-    return langevin(descriptor_score(energy, ref_sigma), y0, steps, step_size, generator)
+    return langevin(descriptor_score(energy, ref_sigma, ref_mean), y0, steps, step_size, generator)
 
 
 def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: float

@@ -64,12 +64,14 @@ def check_shape(arch: str, frames: int, size: int) -> None:
                               f"at least 28); got {frames}")
         if size % 4 or size < 8:
             raise ConfigError(f"the paper networks need size to be a multiple of 4 (>= 8); got {size}")
-    elif arch == "fast":
+    elif arch in ("fast", "multiscale"):
         if frames % 4 or frames < 8:
-            raise ConfigError(f"the fast networks need frames = 8, 12, 16, ... (a multiple of 4, "
+            raise ConfigError(f"the {arch} networks need frames = 8, 12, 16, ... (a multiple of 4, "
                               f"at least 8); got {frames}")
-        if size % 4 or size < 8:
-            raise ConfigError(f"the fast networks need size to be a multiple of 4 (>= 8); got {size}")
+        step = 8 if arch == "multiscale" else 4
+        if size % step or size < 8:
+            raise ConfigError(f"the {arch} networks need size to be a multiple of {step} (>= 8); "
+                              f"got {size}")
     else:
         raise ConfigError(f"unknown architecture '{arch}'")
 
@@ -226,10 +228,123 @@ def build_fast(frames: int, size: int, channels: int = 3, latent_channels: int =
     return des, gen
 
 
-def build_nets(arch: str, frames: int, size: int, latent_channels: int, channels: int = 3
-               ) -> tuple[Descriptor, Generator]:
+# ----------------------------------------------------------------------------------------------
+# Multi-scale, fully convolutional networks
+# ----------------------------------------------------------------------------------------------
+class FieldGenerator(Generator):
+    """A generator whose latent X is a spatio-temporal field (C, t, S/down, S/down).
+
+    ``layout`` (optional, learned) is a (channels, 1, S/down, S/down) map joined to X at every
+    latent frame: what the clip holds at a fixed place (a pot under the fire, a lake's shore).
+    Everything else is convolutional, so a larger latent field renders a larger clip.
+    """
+
+    def __init__(self, body: nn.Sequential, latent_channels: int, scale: int, offset: int,
+                 margin: int, frames: int, down: int, size: int, layout_channels: int):
+        super().__init__(body, latent_channels, scale, offset, margin, frames)
+        self.down, self.size = down, size
+        self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // down, size // down))
+                       if layout_channels else None)
+
+    def latent_shape(self, frames: int | None = None, size: int | None = None
+                     ) -> tuple[int, int, int, int]:
+        side = (size or self.size) // self.down
+        return (self.latent_channels, self.latent_frames(frames), side, side)
+
+    def forward(self, z: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        if self.layout is not None:
+            layout = self.layout
+            if layout.shape[-2:] != z.shape[-2:]:  # another size: stretch the layout to it
+                layout = nn.functional.interpolate(layout[:, :, 0], size=z.shape[-2:],
+                                                   mode="bilinear", align_corners=False)[:, :, None]
+            z = torch.cat([z, layout.expand(z.shape[0], -1, z.shape[2], -1, -1)], 1)
+        return super().forward(z, frames)
+
+
+class MultiScaleDescriptor(Descriptor):
+    """f(Y) = sum over scales s of sum_positions w_s . h_s(Y) (+ a spatially fully-connected term).
+
+    h_s are the ReLU feature maps of a strided convolutional trunk; each scale contributes the
+    summed response of a 1x1x1 head, so the energy matches local statistics at every scale (the
+    FRAME / STGConvNet view of f), and an optional last layer fully connected in space (as the
+    paper's FC_S) adds the fixed layout of the frame.
+    """
+
+    def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None):
+        nn.Module.__init__(self)
+        self.trunk, self.heads, self.fc = nn.ModuleList(trunk), nn.ModuleList(heads), fc
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        f = y.new_zeros(y.shape[0])
+        h = y
+        for block, head in zip(self.trunk, self.heads):
+            h = block(h)
+            f = f + head(h).flatten(1).sum(1)
+        if self.fc is not None:
+            f = f + self.fc(h).flatten(1).sum(1)
+        return f
+
+
+class PixelShuffle3d(nn.Module):
+    """(B, C * r^2, T, H, W) -> (B, C, T, rH, rW): sub-pixel upsampling in space, per frame."""
+
+    def __init__(self, r: int):
+        super().__init__()
+        self.r = r
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        x = nn.functional.pixel_shuffle(x.transpose(1, 2).reshape(b * t, c, h, w), self.r)
+        return x.reshape(b, t, c // self.r ** 2, h * self.r, w * self.r).transpose(1, 2)
+
+
+class Upsample(nn.Module):
+    def __init__(self, scale: tuple[int, int, int], mode: str = "nearest"):
+        super().__init__()
+        self.scale, self.mode = scale, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=self.scale, mode=self.mode)
+
+
+MS_GEN = (96, 48, 24)      # generator channels at S/8, S/4, S/2
+MS_DES = (32, 64, 128)     # descriptor channels at S/2, S/4, S/8
+MS_MARGIN = 4              # frames rendered and dropped at each end (as FAST_MARGIN)
+
+
+def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels: int = 16,
+                     layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
+                     des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True
+                     ) -> tuple[Descriptor, Generator]:
+    """Fully convolutional, multi-scale descriptor and generator (see the module docstring)."""
+    check_shape("multiscale", frames, size)
+    g0, g1, g2 = gen_channels
+    gen = FieldGenerator(nn.Sequential(
+        nn.Conv3d(latent_channels + layout_channels, g0, 3, padding=1), _batchnorm(g0), nn.ReLU(),
+        Upsample((2, 2, 2)), nn.Conv3d(g0, g1, 3, padding=1), _batchnorm(g1), nn.ReLU(),
+        Upsample((2, 2, 2)), nn.Conv3d(g1, g2, 3, padding=1), _batchnorm(g2), nn.ReLU(),
+        nn.Conv3d(g2, channels * 4, 3, padding=1), PixelShuffle3d(2), nn.Tanh(),
+    ), latent_channels, scale=4, offset=0, margin=MS_MARGIN, frames=frames, down=8, size=size,
+        layout_channels=layout_channels)
+    _init_normal(gen, 0.02)
+    d0, d1, d2 = des_channels
+    trunk, heads, c_in = [], [], channels
+    for c in des_channels:
+        # kernel 4 at stride 2, replicate padding: every pixel and frame reached evenly (as fast)
+        trunk.append(nn.Sequential(nn.Conv3d(c_in, c, 4, stride=2, padding=1,
+                                             padding_mode="replicate"), nn.ReLU()))
+        heads.append(nn.Conv3d(c, 1, 1))
+        c_in = c
+    fc = nn.Conv3d(d2, 16, (1, size // 8, size // 8)) if des_fc else None
+    des = MultiScaleDescriptor(trunk, heads, fc)
+    _init_normal(des, 0.001)
+    return des, gen
+
+
+def build_nets(arch: str, frames: int, size: int, latent_channels: int, channels: int = 3,
+               **options) -> tuple[Descriptor, Generator]:
     """Build the descriptor and generator for a config's ``arch``/``frames``/``size``."""
     check_shape(arch, frames, size)
-    builder = {"paper": build_paper, "fast": build_fast}[arch]
+    builder = {"paper": build_paper, "fast": build_fast, "multiscale": build_multiscale}[arch]
     return tuple(accelerate(net) for net in builder(frames, size, channels=channels,
-                                                     latent_channels=latent_channels))
+                                                     latent_channels=latent_channels, **options))

@@ -127,6 +127,10 @@ def _load_weights(model: CoopNets, state: dict[str, Any], path: Path) -> None:
     try:
         model.descriptor.load_state_dict(state["descriptor"])
         model.generator.load_state_dict(state["generator"])
+        if "ref_mean" in state:  # checkpoints before the data-centred reference have none (zero)
+            model.ref_mean.copy_(state["ref_mean"])
+        if model.generator_ema is not None:
+            model.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{path} does not fit this model ({str(exc).splitlines()[0]})") from None
 
@@ -151,6 +155,10 @@ class TensorClips:
         if batch is None:
             return self.clips
         return self.clips[torch.randint(len(self.clips), (batch,), generator=self.generator)]
+
+    def channel_mean(self) -> torch.Tensor:
+        """Mean of each colour channel over all observed clips (model space)."""
+        return self.clips.float().mean(dim=(0, 2, 3, 4))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,6 +257,9 @@ class Trainer:
             "format": CHECKPOINT_FORMAT, "step": self.step, "config": self.base_config.to_dict(),
             "descriptor": self.model.descriptor.state_dict(),
             "generator": self.model.generator.state_dict(),
+            "ref_mean": self.model.ref_mean.detach().cpu().clone(),
+            **({"generator_ema": self.model.generator_ema.state_dict()}
+               if self.model.generator_ema is not None else {}),
             "optimizers": self.opts.state_dict(),
             "rng": {"train": self.rng.get_state(), "data": self.data_rng.get_state(),
                     "ranks": rank_streams or []},
@@ -267,6 +278,18 @@ class Trainer:
         self.model.config = cfg
         for group in self.opts.descriptor.param_groups:
             group["lr"] = cfg.lr_des
+
+    def _set_learning_rates(self, total: int) -> None:
+        """Both rates for the coming iteration: the config's (lowered by recoveries), times the
+        schedule's factor (``cosine``: from 1 at the first iteration to 0.1 at the last)."""
+        factor = 1.0
+        if self.config.lr_schedule == "cosine" and total > 1:
+            progress = min(1.0, self.step / (total - 1))
+            factor = 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+        for opt, lr in ((self.opts.descriptor, self.config.lr_des),
+                        (self.opts.generator, self.config.lr_gen)):
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
 
     def _divergence(self, stats: dict[str, float]) -> str | None:
         """Why this iteration diverged, or None: non-finite numbers or exploding revisions."""
@@ -365,6 +388,8 @@ class Trainer:
         of the current iteration, then raises KeyboardInterrupt.
         """
         data = self._sampler(data)
+        if self.step == 0 and self.config.ref_mean == "data":
+            self.model.ref_mean.copy_(data.channel_mean().view(1, -1, 1, 1, 1))
         sync = distributed.average_gradients if self.dist.active else None
         batch = None if self.config.window == "first" else self.config.batch
         total = self.config.iters if iters is None else iters
@@ -377,6 +402,7 @@ class Trainer:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
                     observed = data.observed(batch).to(self.device)
+                    self._set_learning_rates(total)
                     stats = train_step(self.model, self.opts, observed, self.rng, sync)
                     problem = self._divergence(stats)
                     if problem is not None:

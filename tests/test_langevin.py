@@ -36,6 +36,18 @@ def test_quadratic_energy_matches_closed_form():
     assert y.var().item() == pytest.approx(_discrete_var(precision, step), rel=0.03)
 
 
+def test_reference_mean_shifts_the_stationary_distribution():
+    # f = 0 with reference N(mu, s^2 I), mu per column: the chain's stationary mean is mu (and its
+    # variance the reference's); the paper's zero-mean reference would leave it at 0.
+    s, step = 0.5, 0.1
+    mu = torch.linspace(-0.8, 0.8, 16, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    y = revise(lambda y: 0 * y.sum(1), torch.zeros(2500, 16, dtype=torch.float64), 600, step, s, g,
+               ref_mean=mu)
+    assert torch.allclose(y.mean(0), mu, atol=0.03)
+    assert y.var(0).mean().item() == pytest.approx(_discrete_var(1 / s ** 2, step), rel=0.03)
+
+
 def test_same_generator_same_chain_and_different_seed_differs():
     f = lambda y: -(y ** 2).sum(1)
     a = _run(f, 1.0, 0.1, steps=5, shape=(3, 4), seed=7)
