@@ -180,6 +180,9 @@ def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
                    "rollouts, labelled 'reconstruction'.")
 @click.option("--stabilize", is_flag=True, help="Reflect unstable eigenvalues of the fitted A.")
 @click.option("--rgb", is_flag=True, help="PSNR/SSIM on RGB instead of luma.")
+@click.option("--ps/--no-ps", default=True, show_default=True,
+              help="Score the Portilla-Simoncelli statistics (the slowest scores, ~0.4 s a "
+                   "32 x 64^2 clip).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
               help="Where CoopNets trains (default: the preset's, auto).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

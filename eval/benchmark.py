@@ -13,11 +13,14 @@ Protocol (the README's "Benchmark" section says why it is built this way):
   (``window="first"``) and draws K fresh latents from ``torch.Generator().manual_seed(seed)``.
 * Scores of a synthesized clip against the observed one (:mod:`eval.metrics`): PSNR and SSIM of
   frame t vs frame t (luma by default, RGB as an option; per-frame PSNR capped at 100 dB), the
-  spectrum, motion and colour distances, the diversity of the K samples and memorisation
-  (highest PSNR against any T-window of up to ``memo_frames`` frames of the source video).
-  Means over samples per clip; the tables show means over clips.
+  spectrum, motion and colour distances, the Portilla-Simoncelli appearance and dynamics
+  distances, the diversity of the K samples and memorisation (highest PSNR against any
+  T-window of up to ``memo_frames`` frames of the source video). Means over samples per clip;
+  the tables show means over clips.
 * Reference rows: "mean frame" (every frame = the observed mean frame) and "next window" (the
-  real frames T+1..2T against 1..T; only where the video has 2T frames).
+  real frames T+1..2T against 1..T; only where the video has 2T frames), and the calibration
+  rows of :mod:`eval.calibration` (noise, phase-randomised, shuffled, frozen; one clip each,
+  from ``np.random.default_rng((seed, i))``), which show what each statistic is fooled by.
 
 Results are cached per (clip, method, settings) under ``RESULTS_DIR/cache/`` (samples as
 ``.npy`` and an ``info.json``; CoopNets also keeps its run folder there, so an interrupted
@@ -46,7 +49,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dyntex.errors import ConfigError, DyntexError, OutputError
-from eval import metrics
+from eval import calibration, metrics
 from eval.baselines import BASELINES
 from eval.loading import ClipSource, find_clips, read_head_tail
 
@@ -55,22 +58,31 @@ __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", 
 
 METHODS = ("coop", "lds", "hosvd", "fftlds")
 BASELINE_METHODS = ("lds", "hosvd", "fftlds")
-REFERENCES = ("meanframe", "nextwindow")
+CALIBRATION = ("noise", "phase-randomised", "shuffled", "frozen")
+REFERENCES = ("meanframe", "nextwindow") + CALIBRATION
 LABELS = {"coop": "CoopNets", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
-          "meanframe": "mean frame", "nextwindow": "next window", "observed": "observed"}
+          "meanframe": "mean frame", "nextwindow": "next window", "noise": "noise",
+          "phase-randomised": "phase-randomised", "shuffled": "shuffled", "frozen": "frozen",
+          "observed": "observed"}
 MIN_FRAMES = 8
+MIN_SIZE = 14                   # metrics.ps_setting: one pyramid scale holding a 7 x 7 window
 PSNR_CAP = 100.0
 CACHE_VERSION = 1
+METRICS_VERSION = 2             # 2: + Portilla-Simoncelli statistics (cached scores are redone)
 DASH = "–"
 
-# (key, column title, format) of the statistics, in table order.
-COLUMNS = (("psnr", "PSNR (dB) ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
-           ("spectrum", "spectrum ↓", "{:.3f}"), ("motion", "motion ↓", "{:.3f}"),
-           ("color", "colour ↓", "{:.3f}"), ("diversity", "diversity", "{:.3f}"),
-           ("memorisation", "memorisation (dB) ↓", "{:.2f}"))
+# (key, column title, format, legend name) of the statistics, in table order.
+COLUMNS = (("psnr", "PSNR (dB) ↑", "{:.2f}", "PSNR"), ("ssim", "SSIM ↑", "{:.3f}", "SSIM"),
+           ("spectrum", "spectrum ↓", "{:.3f}", "spectrum"),
+           ("motion", "motion ↓", "{:.3f}", "motion"), ("color", "colour ↓", "{:.3f}", "colour"),
+           ("ps_appearance", "PS appearance ↓", "{:.2f}", "PS appearance"),
+           ("ps_dynamics", "PS dynamics ↓", "{:.2f}", "PS dynamics"),
+           ("diversity", "diversity", "{:.3f}", "diversity"),
+           ("memorisation", "memorisation (dB) ↓", "{:.2f}", "memorisation"))
 _DOC_KEYS = {"psnr": "psnr", "ssim": "ssim", "spectrum": "spectrum_distance",
-             "motion": "motion_distance", "color": "color_distance", "diversity": "diversity",
-             "memorisation": "memorisation"}
+             "motion": "motion_distance", "color": "color_distance",
+             "ps_appearance": "ps_appearance", "ps_dynamics": "ps_dynamics",
+             "diversity": "diversity", "memorisation": "memorisation"}
 
 
 @dataclass
@@ -91,6 +103,7 @@ class Settings:
     rgb: bool = False                           # PSNR/SSIM on RGB instead of luma
     memo_frames: int | None = None              # frames searched for copies (None: 8 T)
     motion_stride: int = 2                      # flow on every stride-th frame pair
+    ps: bool = True                             # False: skip the Portilla-Simoncelli statistics
     progress: bool = True
 
     @property
@@ -198,6 +211,8 @@ class _ClipData:
         self._head: np.ndarray | None = None
         self._tail: np.ndarray | None = None
         self._video_luma: np.ndarray | None = None
+        self._ps: dict[bool, metrics.PSStats] = {}
+        self.ps_seconds = 0.0
 
     # -- decoding ------------------------------------------------------------------------------
     def _decode(self) -> None:
@@ -258,6 +273,14 @@ class _ClipData:
                 self._decode()
             self._video_luma = metrics.luma(np.concatenate([self._head, self._tail]))
         return self._video_luma
+
+    def ps(self, temporal: bool) -> metrics.PSStats:
+        """PS statistics of the observed frames (``temporal``: of their differences), once."""
+        if temporal not in self._ps:
+            t0 = time.perf_counter()
+            self._ps[temporal] = metrics.ps_statistics(self.observed, temporal=temporal)
+            self.ps_seconds += time.perf_counter() - t0
+        return self._ps[temporal]
 
     def next_window(self) -> np.ndarray | None:
         if not self.meta["has_next_window"]:
@@ -330,19 +353,23 @@ def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
     if method == "coop":
         return {**base, "K": st.samples, "seed": st.seed,
                 "config": _coop_config(st, clip.T).to_dict()}
-    return base                                     # references are deterministic
+    if method in CALIBRATION and method != "frozen":
+        return {**base, "seed": st.seed}            # drawn from np.random.default_rng((seed, i))
+    return base                                     # the other references are deterministic
 
 
 def _metric_key(st: Settings) -> str:
-    return f"{'rgb' if st.rgb else 'luma'}-stride{st.motion_stride}-memo{st.memo}-cap{PSNR_CAP:g}"
+    return (f"v{METRICS_VERSION}-{'rgb' if st.rgb else 'luma'}-stride{st.motion_stride}"
+            f"-memo{st.memo}-cap{PSNR_CAP:g}{'' if st.ps else '-nops'}")
 
 
 def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> dict[str, Any]:
     """The statistics of ``samples`` (K, T, S, S, 3) against the observed clip (means over K)."""
     obs, gray = clip.observed, not st.rgb
     per: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "spectrum", "motion", "color",
+                                                    "ps_appearance", "ps_dynamics",
                                                     "memorisation")}
-    capped = 0
+    capped, ps_seconds = 0, 0.0
     video = clip.video_luma()           # memorisation compares luma
     for s in samples:
         per["psnr"].append(metrics.psnr(s, obs, gray=gray, cap=PSNR_CAP))
@@ -352,6 +379,13 @@ def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> d
         per["spectrum"].append(metrics.spectrum_distance(s, obs))
         per["motion"].append(metrics.motion_distance(s, obs, stride=st.motion_stride))
         per["color"].append(metrics.color_distance(s, obs))
+        if st.ps:
+            t0 = time.perf_counter()
+            per["ps_appearance"].append(metrics.ps_distance(metrics.ps_statistics(s),
+                                                            clip.ps(False)))
+            per["ps_dynamics"].append(metrics.ps_distance(metrics.ps_statistics(s, temporal=True),
+                                                          clip.ps(True)))
+            ps_seconds += time.perf_counter() - t0
         if method == "nextwindow":
             # Windows overlapping the next window itself would find it; search the others.
             T = clip.T
@@ -361,12 +395,13 @@ def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> d
             per["memorisation"].append(max(found))
         else:
             per["memorisation"].append(metrics.memorisation(s, video, cap=PSNR_CAP))
-    out: dict[str, Any] = {k: float(np.mean(v)) for k, v in per.items()}
+    out: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
     out["psnr_per_sample"] = per["psnr"]
     out["psnr_capped_frames"] = int(capped)
+    out["ps_seconds"] = ps_seconds if st.ps else None   # the samples' PS statistics, all K
     if method == "meanframe":
         out["diversity"] = 0.0                          # deterministic: every draw is the same
-    elif method == "nextwindow" or len(samples) < 2:
+    elif method in REFERENCES or len(samples) < 2:
         out["diversity"] = None
     else:
         out["diversity"] = metrics.diversity(list(samples))
@@ -381,6 +416,13 @@ def _produce(method: str, clip: _ClipData, st: Settings, entry: Path) -> tuple[n
     if method == "meanframe":
         obs = clip.observed
         return np.broadcast_to(obs.mean(axis=0), obs.shape)[None].astype(np.float32), {}
+    if method in CALIBRATION:
+        obs, rng = clip.observed, np.random.default_rng((st.seed, CALIBRATION.index(method)))
+        made = {"noise": lambda: calibration.noise(obs, rng),
+                "phase-randomised": lambda: calibration.phase_randomised(obs, rng),
+                "shuffled": lambda: calibration.shuffled(obs, rng),
+                "frozen": lambda: calibration.frozen(obs)}[method]()
+        return made[None].astype(np.float32), {}
     nw = clip.next_window()
     assert nw is not None
     return nw[None].astype(np.float32), {}
@@ -474,7 +516,7 @@ def _summary(clip_results: list[dict], rows: Sequence[str]) -> list[dict[str, An
     for row in rows:
         got = [c["rows"][row] for c in clip_results if row in c["rows"] and "error" not in c["rows"][row]]
         entry: dict[str, Any] = {"row": row, "clips": len(got)}
-        for key, _, _ in COLUMNS:
+        for key, *_ in COLUMNS:
             vals = [g[key] for g in got if g.get(key) is not None]
             entry[key] = float(np.mean(vals)) if vals else None
         entry["psnr_capped_frames"] = int(sum(g.get("psnr_capped_frames", 0) for g in got))
@@ -493,11 +535,12 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     head = (f"Each method fit on the first T={st.frames} frames at {st.size}x{st.size}, "
             f"K={st.samples} samples of T frames; baselines {'roll out with noise' if st.noise else 'deterministic (reconstruction)'}"
             f"{', stabilised' if st.stabilize else ''}{coop}; PSNR/SSIM on {mode}; "
+            f"{'' if st.ps else 'Portilla-Simoncelli statistics skipped (--no-ps); '}"
             f"means over clips ({n_clips} used).")
     sum_rows = []
     for s in summary:
         cells = [_label(s["row"], st), str(s["clips"])]
-        for key, _, spec in COLUMNS:
+        for key, _, spec, _ in COLUMNS:
             cell = _fmt(s[key], spec) if s["clips"] else DASH
             if key == "psnr" and s["psnr_capped_frames"] and cell != DASH:
                 cell += "*"
@@ -531,8 +574,8 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
         pc_rows.append(cells)
     per_clip_md = _table(pc_header, pc_rows)
 
-    legend = [f"- **{title.split(' ')[0]}**: {metrics.METRIC_DOCS[_DOC_KEYS[key]]}"
-              for key, title, _ in COLUMNS]
+    legend = [f"- **{name}**: {metrics.METRIC_DOCS[_DOC_KEYS[key]]}"
+              for key, _, _, name in COLUMNS]
     legend += [
         "- **max abs eig**: spectral radius of the fitted state transition A (> 1: the noise-free "
         "rollout grows without bound); CoopNets has none",
@@ -541,6 +584,12 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
         "- **next window**: the real frames T+1..2T scored against frames 1..T (what a perfect new "
         "sample scores); only for videos of at least 2T frames, no diversity (one clip); its "
         "memorisation searches only the windows that do not overlap it",
+        "- calibration rows (one clip each, no diversity; a statistic that scores one as well as "
+        "the next window is fooled by it): **noise** i.i.d. Gaussian pixels with the clip's "
+        "per-channel mean and standard deviation, clipped to [0, 1]; **phase-randomised** the "
+        "clip's 3-D Fourier amplitudes with random phases (one noise phase field for all "
+        "channels, so the luma spectrum is kept), clipped to [0, 1]; **shuffled** the observed "
+        "frames in a random order, none in its place; **frozen** the first frame repeated",
         f"- memorisation searches up to {st.memo} frames of the source video; samples and "
         "windows are compared on luma",
         "- PSNR/SSIM cells in the per-clip table are PSNR (dB) / SSIM; `*`: some synthesized "
@@ -557,19 +606,20 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
             if res is None or "error" in res:
                 continue
             detail_rows.append([c["clip"], _label(r, st)]
-                               + [_fmt(res.get(k), spec) for k, _, spec in COLUMNS]
+                               + [_fmt(res.get(k), spec) for k, _, spec, _ in COLUMNS]
                                + [_fmt(res.get("max_abs_eig"), "{:.4f}"),
                                   _fmt(res.get("fit_seconds"), "{:.2f}"),
-                                  _fmt(res.get("sample_seconds"), "{:.2f}")])
+                                  _fmt(res.get("sample_seconds"), "{:.2f}"),
+                                  _fmt(res.get("ps_seconds"), "{:.2f}")])
     detail_md = _table(["clip", "method"] + [c[1] for c in COLUMNS]
-                       + ["max abs eig", "fit s", "synthesis s"], detail_rows)
+                       + ["max abs eig", "fit s", "synthesis s", "PS s"], detail_rows)
     markdown = f"{text}\n## Per clip, all statistics\n\n{detail_md}\n"
     return text, markdown
 
 
 _CSV_FIELDS = ("clip", "row", "label", "frames", "psnr", "ssim", "spectrum", "motion", "color",
-               "diversity", "memorisation", "psnr_capped_frames", "max_abs_eig", "fit_seconds",
-               "sample_seconds", "cached", "note")
+               "ps_appearance", "ps_dynamics", "diversity", "memorisation", "psnr_capped_frames",
+               "max_abs_eig", "fit_seconds", "sample_seconds", "ps_seconds", "cached", "note")
 
 
 def _csv(st: Settings, clip_results: list[dict], rows: Sequence[str]) -> str:
@@ -586,7 +636,7 @@ def _csv(st: Settings, clip_results: list[dict], rows: Sequence[str]) -> str:
                 continue
             line = {"clip": c["clip"], "row": r, "label": _label(r, st), "frames": c["frames_used"],
                     "note": res.get("error", "")}
-            for k in _CSV_FIELDS[4:16]:
+            for k in _CSV_FIELDS[4:-1]:
                 v = res.get(k)
                 line[k] = "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
             w.writerow(line)
@@ -625,8 +675,9 @@ def _check(st: Settings) -> None:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if st.frames < MIN_FRAMES:
         raise ConfigError(f"--frames must be at least {MIN_FRAMES}, got {st.frames}")
-    if st.size < 8:
-        raise ConfigError(f"--size must be at least 8 (SSIM's window is 7x7), got {st.size}")
+    if st.size < MIN_SIZE:
+        raise ConfigError(f"--size must be at least {MIN_SIZE} (the Portilla-Simoncelli "
+                          f"statistics' 7x7 correlations need 14 px), got {st.size}")
     if st.samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {st.samples}")
     if st.iters is not None and st.iters < 1:
@@ -744,6 +795,7 @@ def _run_clip(src: ClipSource, st: Settings, cache: Path, rows: Sequence[str], b
             base["rows"][method] = {"error": str(e).splitlines()[0]}
         if method not in REFERENCES:
             bar.update(1)
+    base["ps_observed_seconds"] = clip.ps_seconds      # 0 when every score came from the cache
     return base
 
 

@@ -319,9 +319,15 @@ def ps_statistics(clip: np.ndarray, temporal: bool = False) -> PSStats:
     model, kinds = _ps_model(h, w, n)
     import torch
 
-    with torch.no_grad():
-        x = torch.from_numpy(g)[:, None]
-        values = torch.cat([model(x[i:i + _PS_BATCH]) for i in range(0, T, _PS_BATCH)])
+    # One thread: the many small FFTs run 3-10x faster than on two (measured on 2 cores).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            x = torch.from_numpy(g)[:, None]
+            values = torch.cat([model(x[i:i + _PS_BATCH]) for i in range(0, T, _PS_BATCH)])
+    finally:
+        torch.set_num_threads(threads)
     values = values[:, 0].numpy()
     values[~np.isfinite(values)] = 0.0
     return PSStats(values=values, kinds=kinds, frame_shape=(h, w))

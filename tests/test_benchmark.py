@@ -97,18 +97,47 @@ def test_loading_divides_before_resizing(data_dir: Path) -> None:
 # --------------------------------------------------------------------------- tables and files
 
 
-def test_table_has_every_method_and_both_reference_rows(baselines_run) -> None:
+STATS = ("psnr", "ssim", "spectrum", "motion", "color", "ps_appearance", "ps_dynamics",
+         "diversity", "memorisation")
+CALIBRATION_LABELS = ("noise", "phase-randomised", "shuffled", "frozen")
+
+
+def test_table_has_every_method_and_every_reference_row(baselines_run) -> None:
     report, _ = baselines_run
     summary = report.text.split("## Per clip")[0]
-    for label in ("LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"):
+    for label in ("LDS", "HOSVD", "FFT-LDS", "mean frame", "next window", *CALIBRATION_LABELS):
         assert f"| {label} |" in summary
+    assert "| PS appearance ↓ | PS dynamics ↓ |" in summary
     rows = {s["row"]: s for s in report.results["summary"]}
     assert rows["lds"]["clips"] == 4 and rows["nextwindow"]["clips"] == 2    # wave, pond
-    for key in ("psnr", "ssim", "spectrum", "motion", "color", "diversity", "memorisation"):
+    for key in STATS:
         assert rows["lds"][key] is not None
     assert rows["nextwindow"]["diversity"] is None and rows["meanframe"]["diversity"] == 0.0
-    for line in ("PSNR", "SSIM", "spectrum", "motion", "colour", "diversity", "memorisation"):
-        assert f"- **{line}**:" in report.text
+    for row in CALIBRATION_LABELS:
+        assert rows[row]["clips"] == 4 and rows[row]["diversity"] is None
+        assert all(rows[row][k] is not None for k in STATS if k != "diversity")
+    for line in ("PSNR", "SSIM", "spectrum", "motion", "colour", "PS appearance", "PS dynamics",
+                 "diversity", "memorisation", "noise", "phase-randomised", "shuffled", "frozen"):
+        assert f"**{line}**" in report.text
+    # what the calibration rows are made to show, on the wave clip
+    wave = clip_entry(report, "wave")["rows"]
+    assert wave["shuffled"]["ps_appearance"] == pytest.approx(0.0, abs=1e-9)   # same frames
+    assert wave["frozen"]["ps_dynamics"] > 3 * wave["nextwindow"]["ps_dynamics"]
+    assert wave["noise"]["ps_appearance"] > 3 * wave["nextwindow"]["ps_appearance"]
+    assert wave["phase-randomised"]["spectrum"] < wave["noise"]["spectrum"]
+
+
+def test_calibration_rows_are_seeded_and_cached(data_dir: Path, tmp_path: Path) -> None:
+    kw = dict(methods="lds", clips="wave", **FAST)
+    first = bm.run_benchmark(data_dir, tmp_path / "a", **kw)
+    again = bm.run_benchmark(data_dir, tmp_path / "b", **kw)            # fresh cache, same seed
+    other = bm.run_benchmark(data_dir, tmp_path / "a", **{**kw, "seed": 1})
+    a, b, c = (clip_entry(r, "wave")["rows"] for r in (first, again, other))
+    for row in CALIBRATION_LABELS:
+        assert a[row]["psnr"] == b[row]["psnr"] and a[row]["ps_dynamics"] == b[row]["ps_dynamics"]
+    for row in ("noise", "phase-randomised", "shuffled"):
+        assert c[row]["psnr"] != a[row]["psnr"] and not c[row]["cached"]
+    assert c["frozen"]["cached"] and c["frozen"]["psnr"] == a["frozen"]["psnr"]   # no seed
 
 
 def test_short_clips_and_skips(baselines_run) -> None:
@@ -140,8 +169,12 @@ def test_result_files(baselines_run) -> None:
     assert lds["fit_seconds"] >= 0 and lds["sample_seconds"] >= 0 and lds["max_abs_eig"] > 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     wave = {r["row"]: r for r in rows if r["clip"] == "wave"}
-    assert set(wave) == {*BASELINE_ROWS, "meanframe", "nextwindow"}
+    assert set(wave) == {*BASELINE_ROWS, "meanframe", "nextwindow", *CALIBRATION_LABELS}
     assert float(wave["lds"]["psnr"]) == pytest.approx(lds["psnr"], rel=1e-5)
+    assert float(wave["noise"]["ps_appearance"]) == pytest.approx(
+        clip_entry(report, "wave")["rows"]["noise"]["ps_appearance"], rel=1e-5)
+    assert float(wave["lds"]["ps_seconds"]) > 0
+    assert "PS s" in (out / "table.md").read_text()
     assert any(r["clip"] == "tiny" and r["note"].startswith("skipped") for r in rows)
 
 
@@ -259,6 +292,8 @@ REFERENCE_LDS = {"fire_pot": 16.43, "flag": 24.54}
 @pytest.mark.shared_data
 def test_lds_matches_reference_table(shared_data: Path, tmp_path: Path) -> None:
     report = bm.run_benchmark(shared_data, tmp_path, methods="lds", clips=",".join(REFERENCE_LDS),
-                              frames=32, size=64, samples=3, memo_frames=64, progress=False)
+                              frames=32, size=64, samples=3, memo_frames=64, progress=False,
+                              ps=False)
     for name, ref in REFERENCE_LDS.items():
         assert clip_entry(report, name)["rows"]["lds"]["psnr"] == pytest.approx(ref, abs=0.3), name
+        assert clip_entry(report, name)["rows"]["lds"]["ps_appearance"] is None      # --no-ps
