@@ -36,7 +36,8 @@ __all__ = ["METRIC_DOCS", "PSStats", "color_distance", "diversity", "luma", "mem
 METRIC_DOCS: dict[str, str] = {
     "psnr": "mean over frames of the PSNR (dB, luma by default, capped at 100) of synthesized "
             "frame t vs observed frame t; higher is better",
-    "ssim": "mean over frames of the SSIM (scikit-image defaults, luma by default) of synthesized "
+    "ssim": "mean over frames of the SSIM as published (Wang et al. 2004: Gaussian window "
+            "sigma 1.5, population covariances; scikit-image, luma by default) of synthesized "
             "frame t vs observed frame t, in [-1, 1]; higher is better",
     "spectrum_distance": "RMS difference of the orientation-averaged 3-D log-amplitude spectra "
                          "(per temporal frequency and spatial radius) of the luma clips; "
@@ -100,18 +101,24 @@ def psnr(syn: np.ndarray, obs: np.ndarray, gray: bool = True, cap: float = 100.0
     return float(_psnr_from_mse(mse, cap).mean())
 
 
-def ssim(syn: np.ndarray, obs: np.ndarray, gray: bool = True) -> float:
-    """Mean over frames of ``skimage.metrics.structural_similarity`` (defaults, data_range 1).
+def ssim(syn: np.ndarray, obs: np.ndarray, gray: bool = True, gaussian: bool = True) -> float:
+    """Mean over frames of ``skimage.metrics.structural_similarity`` (data_range 1).
 
+    ``gaussian=True`` (the default) is SSIM as published (Wang et al., IEEE TIP 13(4), 2004) and
+    used by most papers: an 11 x 11 Gaussian window of sigma 1.5 and population covariances
+    (``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``); frames must then be at
+    least 11 x 11. ``gaussian=False`` is scikit-image's default (a 7 x 7 uniform window, sample
+    covariances), which the shared reference figures use; frames of at least 7 x 7.
     ``gray=True`` compares BT.601 luma; otherwise SSIM is averaged over the colour channels.
-    Frames must be at least 7 x 7 (scikit-image's default window).
     """
     s, o = _pair(syn, obs, gray)
-    if min(s.shape[1:3]) < 7:
-        raise InputError(f"SSIM needs frames of at least 7x7 pixels, got {s.shape[1:3]}")
+    side = 11 if gaussian else 7
+    if min(s.shape[1:3]) < side:
+        raise InputError(f"SSIM needs frames of at least {side}x{side} pixels, got {s.shape[1:3]}")
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
     channel_axis = None if gray else -1
-    return float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis)
-                          for a, b in zip(s, o)]))
+    return float(np.mean([structural_similarity(a, b, data_range=1.0, channel_axis=channel_axis,
+                                                **kw) for a, b in zip(s, o)]))
 
 
 def _spectrum_profile(g: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dyntex.errors import InputError
 from eval.calibration import frozen, noise, phase_randomised, shuffled
@@ -61,8 +61,23 @@ def test_ssim(clip: np.ndarray) -> None:
     assert ssim(clip, clip) == pytest.approx(1.0)
     assert ssim(clip, clip, gray=False) == pytest.approx(1.0)
     assert ssim(clip[::-1], clip) < 0.9
+    with pytest.raises(InputError, match="11x11"):
+        ssim(clip[:, :9, :9], clip[:, :9, :9])
     with pytest.raises(InputError, match="7x7"):
-        ssim(clip[:, :5, :5], clip[:, :5, :5])
+        ssim(clip[:, :5, :5], clip[:, :5, :5], gaussian=False)
+
+
+def test_ssim_as_published_vs_scikit_image_default(clip: np.ndarray) -> None:
+    """Default: Gaussian sigma 1.5, population covariances; gaussian=False: skimage's defaults."""
+    noisy = np.clip(clip + np.random.default_rng(1).normal(0, 0.05, clip.shape), 0, 1)
+    a, b = luma(noisy), luma(clip)
+    published = np.mean([structural_similarity(x, y, data_range=1.0, gaussian_weights=True,
+                                               sigma=1.5, use_sample_covariance=False)
+                         for x, y in zip(a, b)])
+    default = np.mean([structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)])
+    assert ssim(noisy, clip) == pytest.approx(published, rel=1e-12)
+    assert ssim(noisy, clip, gaussian=False) == pytest.approx(default, rel=1e-12)
+    assert abs(published - default) > 0.01                        # the choice matters
 
 
 def test_shape_mismatch_and_bad_values(clip: np.ndarray) -> None:
