@@ -7,9 +7,11 @@ Protocol (the README's "Benchmark" section says why it is built this way):
   rounded down to a multiple of 4 so that every method can run on it; below 8 frames it is
   skipped, with the reason in the tables.
 * Every method is fit on those T observed frames and synthesizes K clips of T frames. The
-  baselines roll out *with* their noise term from the first fitted state (``noise=False``: the
-  deterministic rollout, labelled "reconstruction"); sample k uses its own
-  ``np.random.default_rng(seed * K + k)``. CoopNets trains the given preset on the observed clip
+  baselines roll out *with* their noise term (``noise=False``: the deterministic rollout,
+  labelled "reconstruction") in two rows each: ``lds`` from the state fitted to frame 1 (the
+  "continuation") and ``lds-new`` from a draw of the fitted model's stationary distribution (a
+  "new sample", like CoopNets' samples; :func:`eval.baselines.lds.stationary_start`), the same
+  for ``hosvd`` and ``fftlds``; sample k uses its own ``np.random.default_rng(seed * K + k)``. CoopNets trains the given preset on the observed clip
   (``window="first"``) and draws K fresh latents from ``torch.Generator().manual_seed(seed)``.
 * Scores of a synthesized clip against the observed one (:mod:`eval.metrics`): PSNR and SSIM of
   frame t vs frame t (luma by default, RGB as an option; per-frame PSNR capped at 100 dB), the
@@ -50,17 +52,19 @@ from threadpoolctl import threadpool_limits
 
 from dyntex.errors import ConfigError, DyntexError, OutputError
 from eval import calibration, metrics
-from eval.baselines import BASELINES
+from eval.baselines import BASELINES, hosvd
 from eval.loading import ClipSource, find_clips, read_head_tail
 
 __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", "Report",
            "Settings", "parse_list", "run_benchmark"]
 
-METHODS = ("coop", "lds", "hosvd", "fftlds")
-BASELINE_METHODS = ("lds", "hosvd", "fftlds")
+NEW = "-new"                    # row key suffix: the baseline's new-sample (stationary start) row
+BASELINE_METHODS = ("lds", "lds-new", "hosvd", "hosvd-new", "fftlds", "fftlds-new")
+METHODS = ("coop",) + BASELINE_METHODS
 CALIBRATION = ("noise", "phase-randomised", "shuffled", "frozen")
 REFERENCES = ("meanframe", "nextwindow") + CALIBRATION
 LABELS = {"coop": "CoopNets", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
+          "lds-new": "LDS", "hosvd-new": "HOSVD", "fftlds-new": "FFT-LDS",
           "meanframe": "mean frame", "nextwindow": "next window", "noise": "noise",
           "phase-randomised": "phase-randomised", "shuffled": "shuffled", "frozen": "frozen",
           "observed": "observed"}
@@ -68,7 +72,9 @@ MIN_FRAMES = 8
 MIN_SIZE = 14                   # metrics.ps_setting: one pyramid scale holding a 7 x 7 window
 PSNR_CAP = 100.0
 CACHE_VERSION = 1
-METRICS_VERSION = 2             # 2: + Portilla-Simoncelli statistics (cached scores are redone)
+# Scores cached under another version are redone: 2 added the Portilla-Simoncelli statistics,
+# 3 made SSIM the published one (Gaussian window).
+METRICS_VERSION = 3
 DASH = "–"
 
 # (key, column title, format, legend name) of the statistics, in table order.
@@ -101,6 +107,7 @@ class Settings:
     noise: bool = True                          # False: deterministic baseline rollouts
     stabilize: bool = False                     # reflect unstable eigenvalues of A
     rgb: bool = False                           # PSNR/SSIM on RGB instead of luma
+    hosvd_energy: float = hosvd.ENERGY          # spatial energy HOSVD's ranks keep (1: full)
     memo_frames: int | None = None              # frames searched for copies (None: 8 T)
     motion_stride: int = 2                      # flow on every stride-th frame pair
     ps: bool = True                             # False: skip the Portilla-Simoncelli statistics
@@ -300,18 +307,33 @@ def _coop_config(st: Settings, frames: int):
                        device=st.device, window="first")
 
 
-def _fit_baseline(name: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
-    """Fit baseline ``name`` once and draw K rollouts, sample k from its own seeded Generator."""
+def _baseline_of(row: str) -> tuple[str, str]:
+    """(baseline name, rollout start) of a baseline row key: ``lds`` -> (lds, first),
+    ``lds-new`` -> (lds, stationary)."""
+    return (row[:-len(NEW)], "stationary") if row.endswith(NEW) else (row, "first")
+
+
+def _fit_baseline(row: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
+    """Fit the row's baseline once and draw K rollouts, sample k from its own seeded Generator
+    (a new-sample row draws its start from it first)."""
+    name, start = _baseline_of(row)
     baseline = BASELINES[name]
+    extra = {"energy": st.hosvd_energy} if name == "hosvd" else {}
     t0 = time.perf_counter()
-    model = baseline.fit(observed, stabilize=st.stabilize)
+    model = baseline.fit(observed, stabilize=st.stabilize, **extra)
     t1 = time.perf_counter()
     K, T = st.samples, len(observed)
-    clips = [baseline.sample(model, T, np.random.default_rng(st.seed * K + k), noise=st.noise)
-             for k in range(K)]
+    clips = [baseline.sample(model, T, np.random.default_rng(st.seed * K + k), noise=st.noise,
+                             start=start) for k in range(K)]
     t2 = time.perf_counter()
-    return np.stack(clips).astype(np.float32), {
-        "fit_seconds": t1 - t0, "sample_seconds": t2 - t1, "max_abs_eig": float(model.max_abs_eig)}
+    info = {"fit_seconds": t1 - t0, "sample_seconds": t2 - t1,
+            "max_abs_eig": float(model.max_abs_eig), "start": start}
+    if start == "stationary":                   # how the start covariance was found
+        info["start_covariance"] = model.lds.start_law[2] if name == "fftlds" \
+            else model.start_law[2]
+    if name == "hosvd":
+        info["ranks"] = list(model.ranks)
+    return np.stack(clips).astype(np.float32), info
 
 
 def _fit_coop(observed: np.ndarray, st: Settings, run_dir: Path) -> tuple[np.ndarray, dict]:
@@ -348,8 +370,11 @@ def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
     """The settings a method's samples depend on (its cache key is their digest)."""
     base = {"v": CACHE_VERSION, "clip": clip.key, "method": method}
     if method in BASELINE_METHODS:
-        return {**base, "K": st.samples, "seed": st.seed, "noise": st.noise,
-                "stabilize": st.stabilize}
+        params = {**base, "K": st.samples, "seed": st.seed, "noise": st.noise,
+                  "stabilize": st.stabilize}
+        if _baseline_of(method)[0] == "hosvd":
+            params["hosvd_energy"] = st.hosvd_energy
+        return params
     if method == "coop":
         return {**base, "K": st.samples, "seed": st.seed,
                 "config": _coop_config(st, clip.T).to_dict()}
@@ -466,12 +491,21 @@ def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path) -> dict[
 # --------------------------------------------------------------------------- outputs
 
 
+def _energy_text(energy: float) -> str:
+    return "every row and column (full ranks)" if energy >= 1.0 else \
+        f"{100 * energy:g} % of each spatial mode's energy"
+
+
 def _label(method: str, st: Settings) -> str:
-    if method in BASELINE_METHODS and not st.noise:
-        return f"{LABELS[method]} (reconstruction)"
-    if method in BASELINE_METHODS and st.stabilize:
-        return f"{LABELS[method]} (stabilised)"
-    return LABELS[method]
+    if method not in BASELINE_METHODS:
+        return LABELS[method]
+    new = _baseline_of(method)[1] == "stationary"
+    how = ["new sample"] if new else ["continuation" if st.noise else "reconstruction"]
+    if new and not st.noise:
+        how.append("no noise")
+    if st.stabilize:
+        how.append("stabilised")
+    return f"{LABELS[method]} ({', '.join(how)})"
 
 
 def _to_uint8(clip: np.ndarray) -> np.ndarray:
@@ -548,7 +582,9 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
         sum_rows.append(cells)
     summary_md = _table(["method", "clips"] + [c[1] for c in COLUMNS], sum_rows)
 
-    baselines = [m for m in st.methods if m in BASELINE_METHODS]
+    # One spectral radius per fitted baseline (its continuation and new-sample rows share A).
+    baselines = list(dict.fromkeys(_baseline_of(m)[0] for m in st.methods
+                                   if m in BASELINE_METHODS))
     pc_header = ["clip", "frames"] + [_label(r, st) for r in rows] + \
         ([f"max abs eig ({' / '.join(LABELS[b] for b in baselines)})"] if baselines else []) + ["note"]
     pc_rows = []
@@ -568,8 +604,8 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
                 star = "*" if res["psnr_capped_frames"] else ""
                 cells.append(f"{_fmt(res['psnr'], '{:.2f}')}{star} / {_fmt(res['ssim'], '{:.3f}')}")
         if baselines:
-            cells.append(" / ".join(_fmt(c["rows"].get(b, {}).get("max_abs_eig"), "{:.4f}")
-                                    for b in baselines))
+            cells.append(" / ".join(_fmt((c["rows"].get(b) or c["rows"].get(b + NEW) or {})
+                                         .get("max_abs_eig"), "{:.4f}") for b in baselines))
         cells.append("; ".join(notes))
         pc_rows.append(cells)
     per_clip_md = _table(pc_header, pc_rows)
@@ -579,6 +615,13 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     legend += [
         "- **max abs eig**: spectral radius of the fitted state transition A (> 1: the noise-free "
         "rollout grows without bound); CoopNets has none",
+        "- **(continuation)** / **(new sample)**: a baseline's rollouts start from the state "
+        "fitted to frame 1, so their first frames continue the observed clip, or from a draw "
+        "of the fitted model's stationary distribution, a new clip as CoopNets draws one "
+        "(covariance from the discrete Lyapunov equation P = A P A^T + B B^T when A is stable, "
+        "the empirical covariance of the fitted states otherwise)",
+        f"- HOSVD's spatial ranks keep {_energy_text(st.hosvd_energy)}; temporal rank "
+        "min(40, T/2)",
         "- **mean frame**: every frame is the observed clip's mean frame (what blur scores); its "
         "diversity is 0 by construction",
         "- **next window**: the real frames T+1..2T scored against frames 1..T (what a perfect new "
@@ -680,6 +723,8 @@ def _check(st: Settings) -> None:
                           f"statistics' 7x7 correlations need 14 px), got {st.size}")
     if st.samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {st.samples}")
+    if not 0.0 < st.hosvd_energy <= 1.0:
+        raise ConfigError(f"--hosvd-energy must be in (0, 1], got {st.hosvd_energy}")
     if st.iters is not None and st.iters < 1:
         raise ConfigError(f"--iters must be at least 1, got {st.iters}")
     if st.motion_stride < 1:
