@@ -162,8 +162,11 @@ def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--methods", default="coop,lds,hosvd,fftlds", show_default=True,
-              help="Comma-separated subset of coop, lds, hosvd, fftlds.")
+@click.option("--methods", default="coop,lds,lds-new,hosvd,hosvd-new,fftlds,fftlds-new",
+              show_default=True,
+              help="Comma-separated subset of coop, lds, lds-new, hosvd, hosvd-new, fftlds, "
+                   "fftlds-new (X: continues the observed clip; X-new: a new sample from the "
+                   "fitted model's stationary distribution).")
 @click.option("--clips", default=None, help="Comma-separated clip names (default: every clip).")
 @click.option("--frames", type=int, default=32, show_default=True,
               help="T: each method is fit on the first T frames and synthesizes T frames.")
@@ -180,6 +183,12 @@ def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
                    "rollouts, labelled 'reconstruction'.")
 @click.option("--stabilize", is_flag=True, help="Reflect unstable eigenvalues of the fitted A.")
 @click.option("--rgb", is_flag=True, help="PSNR/SSIM on RGB instead of luma.")
+@click.option("--hosvd-energy", type=float, default=0.999, show_default=True,
+              help="Fraction of each spatial mode's energy HOSVD's ranks keep (1: full spatial "
+                   "ranks, the shared reference's setting).")
+@click.option("--ps/--no-ps", default=True, show_default=True,
+              help="Score the Portilla-Simoncelli statistics (the slowest scores, ~0.4 s a "
+                   "32 x 64^2 clip).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
               help="Where CoopNets trains (default: the preset's, auto).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -7,17 +7,22 @@ Protocol (the README's "Benchmark" section says why it is built this way):
   rounded down to a multiple of 4 so that every method can run on it; below 8 frames it is
   skipped, with the reason in the tables.
 * Every method is fit on those T observed frames and synthesizes K clips of T frames. The
-  baselines roll out *with* their noise term from the first fitted state (``noise=False``: the
-  deterministic rollout, labelled "reconstruction"); sample k uses its own
-  ``np.random.default_rng(seed * K + k)``. CoopNets trains the given preset on the observed clip
+  baselines roll out *with* their noise term (``noise=False``: the deterministic rollout,
+  labelled "reconstruction") in two rows each: ``lds`` from the state fitted to frame 1 (the
+  "continuation") and ``lds-new`` from a draw of the fitted model's stationary distribution (a
+  "new sample", like CoopNets' samples; :func:`eval.baselines.lds.stationary_start`), the same
+  for ``hosvd`` and ``fftlds``; sample k uses its own ``np.random.default_rng(seed * K + k)``. CoopNets trains the given preset on the observed clip
   (``window="first"``) and draws K fresh latents from ``torch.Generator().manual_seed(seed)``.
 * Scores of a synthesized clip against the observed one (:mod:`eval.metrics`): PSNR and SSIM of
   frame t vs frame t (luma by default, RGB as an option; per-frame PSNR capped at 100 dB), the
-  spectrum, motion and colour distances, the diversity of the K samples and memorisation
-  (highest PSNR against any T-window of up to ``memo_frames`` frames of the source video).
-  Means over samples per clip; the tables show means over clips.
+  spectrum, motion and colour distances, the Portilla-Simoncelli appearance and dynamics
+  distances, the diversity of the K samples and memorisation (highest PSNR against any
+  T-window of up to ``memo_frames`` frames of the source video). Means over samples per clip;
+  the tables show means over clips.
 * Reference rows: "mean frame" (every frame = the observed mean frame) and "next window" (the
-  real frames T+1..2T against 1..T; only where the video has 2T frames).
+  real frames T+1..2T against 1..T; only where the video has 2T frames), and the calibration
+  rows of :mod:`eval.calibration` (noise, phase-randomised, shuffled, frozen; one clip each,
+  from ``np.random.default_rng((seed, i))``), which show what each statistic is fooled by.
 
 Results are cached per (clip, method, settings) under ``RESULTS_DIR/cache/`` (samples as
 ``.npy`` and an ``info.json``; CoopNets also keeps its run folder there, so an interrupted
@@ -46,31 +51,44 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dyntex.errors import ConfigError, DyntexError, OutputError
-from eval import metrics
-from eval.baselines import BASELINES
+from eval import calibration, metrics
+from eval.baselines import BASELINES, hosvd
 from eval.loading import ClipSource, find_clips, read_head_tail
 
 __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", "Report",
            "Settings", "parse_list", "run_benchmark"]
 
-METHODS = ("coop", "lds", "hosvd", "fftlds")
-BASELINE_METHODS = ("lds", "hosvd", "fftlds")
-REFERENCES = ("meanframe", "nextwindow")
+NEW = "-new"                    # row key suffix: the baseline's new-sample (stationary start) row
+BASELINE_METHODS = ("lds", "lds-new", "hosvd", "hosvd-new", "fftlds", "fftlds-new")
+METHODS = ("coop",) + BASELINE_METHODS
+CALIBRATION = ("noise", "phase-randomised", "shuffled", "frozen")
+REFERENCES = ("meanframe", "nextwindow") + CALIBRATION
 LABELS = {"coop": "CoopNets", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
-          "meanframe": "mean frame", "nextwindow": "next window", "observed": "observed"}
+          "lds-new": "LDS", "hosvd-new": "HOSVD", "fftlds-new": "FFT-LDS",
+          "meanframe": "mean frame", "nextwindow": "next window", "noise": "noise",
+          "phase-randomised": "phase-randomised", "shuffled": "shuffled", "frozen": "frozen",
+          "observed": "observed"}
 MIN_FRAMES = 8
+MIN_SIZE = 14                   # metrics.ps_setting: one pyramid scale holding a 7 x 7 window
 PSNR_CAP = 100.0
 CACHE_VERSION = 1
+# Scores cached under another version are redone: 2 added the Portilla-Simoncelli statistics,
+# 3 made SSIM the published one (Gaussian window).
+METRICS_VERSION = 3
 DASH = "–"
 
-# (key, column title, format) of the statistics, in table order.
-COLUMNS = (("psnr", "PSNR (dB) ↑", "{:.2f}"), ("ssim", "SSIM ↑", "{:.3f}"),
-           ("spectrum", "spectrum ↓", "{:.3f}"), ("motion", "motion ↓", "{:.3f}"),
-           ("color", "colour ↓", "{:.3f}"), ("diversity", "diversity", "{:.3f}"),
-           ("memorisation", "memorisation (dB) ↓", "{:.2f}"))
+# (key, column title, format, legend name) of the statistics, in table order.
+COLUMNS = (("psnr", "PSNR (dB) ↑", "{:.2f}", "PSNR"), ("ssim", "SSIM ↑", "{:.3f}", "SSIM"),
+           ("spectrum", "spectrum ↓", "{:.3f}", "spectrum"),
+           ("motion", "motion ↓", "{:.3f}", "motion"), ("color", "colour ↓", "{:.3f}", "colour"),
+           ("ps_appearance", "PS appearance ↓", "{:.2f}", "PS appearance"),
+           ("ps_dynamics", "PS dynamics ↓", "{:.2f}", "PS dynamics"),
+           ("diversity", "diversity", "{:.3f}", "diversity"),
+           ("memorisation", "memorisation (dB) ↓", "{:.2f}", "memorisation"))
 _DOC_KEYS = {"psnr": "psnr", "ssim": "ssim", "spectrum": "spectrum_distance",
-             "motion": "motion_distance", "color": "color_distance", "diversity": "diversity",
-             "memorisation": "memorisation"}
+             "motion": "motion_distance", "color": "color_distance",
+             "ps_appearance": "ps_appearance", "ps_dynamics": "ps_dynamics",
+             "diversity": "diversity", "memorisation": "memorisation"}
 
 
 @dataclass
@@ -89,8 +107,10 @@ class Settings:
     noise: bool = True                          # False: deterministic baseline rollouts
     stabilize: bool = False                     # reflect unstable eigenvalues of A
     rgb: bool = False                           # PSNR/SSIM on RGB instead of luma
+    hosvd_energy: float = hosvd.ENERGY          # spatial energy HOSVD's ranks keep (1: full)
     memo_frames: int | None = None              # frames searched for copies (None: 8 T)
     motion_stride: int = 2                      # flow on every stride-th frame pair
+    ps: bool = True                             # False: skip the Portilla-Simoncelli statistics
     progress: bool = True
 
     @property
@@ -198,6 +218,8 @@ class _ClipData:
         self._head: np.ndarray | None = None
         self._tail: np.ndarray | None = None
         self._video_luma: np.ndarray | None = None
+        self._ps: dict[bool, metrics.PSStats] = {}
+        self.ps_seconds = 0.0
 
     # -- decoding ------------------------------------------------------------------------------
     def _decode(self) -> None:
@@ -259,6 +281,14 @@ class _ClipData:
             self._video_luma = metrics.luma(np.concatenate([self._head, self._tail]))
         return self._video_luma
 
+    def ps(self, temporal: bool) -> metrics.PSStats:
+        """PS statistics of the observed frames (``temporal``: of their differences), once."""
+        if temporal not in self._ps:
+            t0 = time.perf_counter()
+            self._ps[temporal] = metrics.ps_statistics(self.observed, temporal=temporal)
+            self.ps_seconds += time.perf_counter() - t0
+        return self._ps[temporal]
+
     def next_window(self) -> np.ndarray | None:
         if not self.meta["has_next_window"]:
             return None
@@ -277,18 +307,33 @@ def _coop_config(st: Settings, frames: int):
                        device=st.device, window="first")
 
 
-def _fit_baseline(name: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
-    """Fit baseline ``name`` once and draw K rollouts, sample k from its own seeded Generator."""
+def _baseline_of(row: str) -> tuple[str, str]:
+    """(baseline name, rollout start) of a baseline row key: ``lds`` -> (lds, first),
+    ``lds-new`` -> (lds, stationary)."""
+    return (row[:-len(NEW)], "stationary") if row.endswith(NEW) else (row, "first")
+
+
+def _fit_baseline(row: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
+    """Fit the row's baseline once and draw K rollouts, sample k from its own seeded Generator
+    (a new-sample row draws its start from it first)."""
+    name, start = _baseline_of(row)
     baseline = BASELINES[name]
+    extra = {"energy": st.hosvd_energy} if name == "hosvd" else {}
     t0 = time.perf_counter()
-    model = baseline.fit(observed, stabilize=st.stabilize)
+    model = baseline.fit(observed, stabilize=st.stabilize, **extra)
     t1 = time.perf_counter()
     K, T = st.samples, len(observed)
-    clips = [baseline.sample(model, T, np.random.default_rng(st.seed * K + k), noise=st.noise)
-             for k in range(K)]
+    clips = [baseline.sample(model, T, np.random.default_rng(st.seed * K + k), noise=st.noise,
+                             start=start) for k in range(K)]
     t2 = time.perf_counter()
-    return np.stack(clips).astype(np.float32), {
-        "fit_seconds": t1 - t0, "sample_seconds": t2 - t1, "max_abs_eig": float(model.max_abs_eig)}
+    info = {"fit_seconds": t1 - t0, "sample_seconds": t2 - t1,
+            "max_abs_eig": float(model.max_abs_eig), "start": start}
+    if start == "stationary":                   # how the start covariance was found
+        info["start_covariance"] = model.lds.start_law[2] if name == "fftlds" \
+            else model.start_law[2]
+    if name == "hosvd":
+        info["ranks"] = list(model.ranks)
+    return np.stack(clips).astype(np.float32), info
 
 
 def _fit_coop(observed: np.ndarray, st: Settings, run_dir: Path) -> tuple[np.ndarray, dict]:
@@ -325,24 +370,31 @@ def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
     """The settings a method's samples depend on (its cache key is their digest)."""
     base = {"v": CACHE_VERSION, "clip": clip.key, "method": method}
     if method in BASELINE_METHODS:
-        return {**base, "K": st.samples, "seed": st.seed, "noise": st.noise,
-                "stabilize": st.stabilize}
+        params = {**base, "K": st.samples, "seed": st.seed, "noise": st.noise,
+                  "stabilize": st.stabilize}
+        if _baseline_of(method)[0] == "hosvd":
+            params["hosvd_energy"] = st.hosvd_energy
+        return params
     if method == "coop":
         return {**base, "K": st.samples, "seed": st.seed,
                 "config": _coop_config(st, clip.T).to_dict()}
-    return base                                     # references are deterministic
+    if method in CALIBRATION and method != "frozen":
+        return {**base, "seed": st.seed}            # drawn from np.random.default_rng((seed, i))
+    return base                                     # the other references are deterministic
 
 
 def _metric_key(st: Settings) -> str:
-    return f"{'rgb' if st.rgb else 'luma'}-stride{st.motion_stride}-memo{st.memo}-cap{PSNR_CAP:g}"
+    return (f"v{METRICS_VERSION}-{'rgb' if st.rgb else 'luma'}-stride{st.motion_stride}"
+            f"-memo{st.memo}-cap{PSNR_CAP:g}{'' if st.ps else '-nops'}")
 
 
 def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> dict[str, Any]:
     """The statistics of ``samples`` (K, T, S, S, 3) against the observed clip (means over K)."""
     obs, gray = clip.observed, not st.rgb
     per: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "spectrum", "motion", "color",
+                                                    "ps_appearance", "ps_dynamics",
                                                     "memorisation")}
-    capped = 0
+    capped, ps_seconds = 0, 0.0
     video = clip.video_luma()           # memorisation compares luma
     for s in samples:
         per["psnr"].append(metrics.psnr(s, obs, gray=gray, cap=PSNR_CAP))
@@ -352,6 +404,13 @@ def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> d
         per["spectrum"].append(metrics.spectrum_distance(s, obs))
         per["motion"].append(metrics.motion_distance(s, obs, stride=st.motion_stride))
         per["color"].append(metrics.color_distance(s, obs))
+        if st.ps:
+            t0 = time.perf_counter()
+            per["ps_appearance"].append(metrics.ps_distance(metrics.ps_statistics(s),
+                                                            clip.ps(False)))
+            per["ps_dynamics"].append(metrics.ps_distance(metrics.ps_statistics(s, temporal=True),
+                                                          clip.ps(True)))
+            ps_seconds += time.perf_counter() - t0
         if method == "nextwindow":
             # Windows overlapping the next window itself would find it; search the others.
             T = clip.T
@@ -361,12 +420,13 @@ def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> d
             per["memorisation"].append(max(found))
         else:
             per["memorisation"].append(metrics.memorisation(s, video, cap=PSNR_CAP))
-    out: dict[str, Any] = {k: float(np.mean(v)) for k, v in per.items()}
+    out: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
     out["psnr_per_sample"] = per["psnr"]
     out["psnr_capped_frames"] = int(capped)
+    out["ps_seconds"] = ps_seconds if st.ps else None   # the samples' PS statistics, all K
     if method == "meanframe":
         out["diversity"] = 0.0                          # deterministic: every draw is the same
-    elif method == "nextwindow" or len(samples) < 2:
+    elif method in REFERENCES or len(samples) < 2:
         out["diversity"] = None
     else:
         out["diversity"] = metrics.diversity(list(samples))
@@ -381,6 +441,13 @@ def _produce(method: str, clip: _ClipData, st: Settings, entry: Path) -> tuple[n
     if method == "meanframe":
         obs = clip.observed
         return np.broadcast_to(obs.mean(axis=0), obs.shape)[None].astype(np.float32), {}
+    if method in CALIBRATION:
+        obs, rng = clip.observed, np.random.default_rng((st.seed, CALIBRATION.index(method)))
+        made = {"noise": lambda: calibration.noise(obs, rng),
+                "phase-randomised": lambda: calibration.phase_randomised(obs, rng),
+                "shuffled": lambda: calibration.shuffled(obs, rng),
+                "frozen": lambda: calibration.frozen(obs)}[method]()
+        return made[None].astype(np.float32), {}
     nw = clip.next_window()
     assert nw is not None
     return nw[None].astype(np.float32), {}
@@ -424,12 +491,21 @@ def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path) -> dict[
 # --------------------------------------------------------------------------- outputs
 
 
+def _energy_text(energy: float) -> str:
+    return "every row and column (full ranks)" if energy >= 1.0 else \
+        f"{100 * energy:g} % of each spatial mode's energy"
+
+
 def _label(method: str, st: Settings) -> str:
-    if method in BASELINE_METHODS and not st.noise:
-        return f"{LABELS[method]} (reconstruction)"
-    if method in BASELINE_METHODS and st.stabilize:
-        return f"{LABELS[method]} (stabilised)"
-    return LABELS[method]
+    if method not in BASELINE_METHODS:
+        return LABELS[method]
+    new = _baseline_of(method)[1] == "stationary"
+    how = ["new sample"] if new else ["continuation" if st.noise else "reconstruction"]
+    if new and not st.noise:
+        how.append("no noise")
+    if st.stabilize:
+        how.append("stabilised")
+    return f"{LABELS[method]} ({', '.join(how)})"
 
 
 def _to_uint8(clip: np.ndarray) -> np.ndarray:
@@ -474,7 +550,7 @@ def _summary(clip_results: list[dict], rows: Sequence[str]) -> list[dict[str, An
     for row in rows:
         got = [c["rows"][row] for c in clip_results if row in c["rows"] and "error" not in c["rows"][row]]
         entry: dict[str, Any] = {"row": row, "clips": len(got)}
-        for key, _, _ in COLUMNS:
+        for key, *_ in COLUMNS:
             vals = [g[key] for g in got if g.get(key) is not None]
             entry[key] = float(np.mean(vals)) if vals else None
         entry["psnr_capped_frames"] = int(sum(g.get("psnr_capped_frames", 0) for g in got))
@@ -493,11 +569,12 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     head = (f"Each method fit on the first T={st.frames} frames at {st.size}x{st.size}, "
             f"K={st.samples} samples of T frames; baselines {'roll out with noise' if st.noise else 'deterministic (reconstruction)'}"
             f"{', stabilised' if st.stabilize else ''}{coop}; PSNR/SSIM on {mode}; "
+            f"{'' if st.ps else 'Portilla-Simoncelli statistics skipped (--no-ps); '}"
             f"means over clips ({n_clips} used).")
     sum_rows = []
     for s in summary:
         cells = [_label(s["row"], st), str(s["clips"])]
-        for key, _, spec in COLUMNS:
+        for key, _, spec, _ in COLUMNS:
             cell = _fmt(s[key], spec) if s["clips"] else DASH
             if key == "psnr" and s["psnr_capped_frames"] and cell != DASH:
                 cell += "*"
@@ -505,7 +582,9 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
         sum_rows.append(cells)
     summary_md = _table(["method", "clips"] + [c[1] for c in COLUMNS], sum_rows)
 
-    baselines = [m for m in st.methods if m in BASELINE_METHODS]
+    # One spectral radius per fitted baseline (its continuation and new-sample rows share A).
+    baselines = list(dict.fromkeys(_baseline_of(m)[0] for m in st.methods
+                                   if m in BASELINE_METHODS))
     pc_header = ["clip", "frames"] + [_label(r, st) for r in rows] + \
         ([f"max abs eig ({' / '.join(LABELS[b] for b in baselines)})"] if baselines else []) + ["note"]
     pc_rows = []
@@ -525,22 +604,35 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
                 star = "*" if res["psnr_capped_frames"] else ""
                 cells.append(f"{_fmt(res['psnr'], '{:.2f}')}{star} / {_fmt(res['ssim'], '{:.3f}')}")
         if baselines:
-            cells.append(" / ".join(_fmt(c["rows"].get(b, {}).get("max_abs_eig"), "{:.4f}")
-                                    for b in baselines))
+            cells.append(" / ".join(_fmt((c["rows"].get(b) or c["rows"].get(b + NEW) or {})
+                                         .get("max_abs_eig"), "{:.4f}") for b in baselines))
         cells.append("; ".join(notes))
         pc_rows.append(cells)
     per_clip_md = _table(pc_header, pc_rows)
 
-    legend = [f"- **{title.split(' ')[0]}**: {metrics.METRIC_DOCS[_DOC_KEYS[key]]}"
-              for key, title, _ in COLUMNS]
+    legend = [f"- **{name}**: {metrics.METRIC_DOCS[_DOC_KEYS[key]]}"
+              for key, _, _, name in COLUMNS]
     legend += [
         "- **max abs eig**: spectral radius of the fitted state transition A (> 1: the noise-free "
         "rollout grows without bound); CoopNets has none",
+        "- **(continuation)** / **(new sample)**: a baseline's rollouts start from the state "
+        "fitted to frame 1, so their first frames continue the observed clip, or from a draw "
+        "of the fitted model's stationary distribution, a new clip as CoopNets draws one "
+        "(covariance from the discrete Lyapunov equation P = A P A^T + B B^T when A is stable, "
+        "the empirical covariance of the fitted states otherwise)",
+        f"- HOSVD's spatial ranks keep {_energy_text(st.hosvd_energy)}; temporal rank "
+        "min(40, T/2)",
         "- **mean frame**: every frame is the observed clip's mean frame (what blur scores); its "
         "diversity is 0 by construction",
         "- **next window**: the real frames T+1..2T scored against frames 1..T (what a perfect new "
         "sample scores); only for videos of at least 2T frames, no diversity (one clip); its "
         "memorisation searches only the windows that do not overlap it",
+        "- calibration rows (one clip each, no diversity; a statistic that scores one as well as "
+        "the next window is fooled by it): **noise** i.i.d. Gaussian pixels with the clip's "
+        "per-channel mean and standard deviation, clipped to [0, 1]; **phase-randomised** the "
+        "clip's 3-D Fourier amplitudes with random phases (one noise phase field for all "
+        "channels, so the luma spectrum is kept), clipped to [0, 1]; **shuffled** the observed "
+        "frames in a random order, none in its place; **frozen** the first frame repeated",
         f"- memorisation searches up to {st.memo} frames of the source video; samples and "
         "windows are compared on luma",
         "- PSNR/SSIM cells in the per-clip table are PSNR (dB) / SSIM; `*`: some synthesized "
@@ -557,19 +649,20 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
             if res is None or "error" in res:
                 continue
             detail_rows.append([c["clip"], _label(r, st)]
-                               + [_fmt(res.get(k), spec) for k, _, spec in COLUMNS]
+                               + [_fmt(res.get(k), spec) for k, _, spec, _ in COLUMNS]
                                + [_fmt(res.get("max_abs_eig"), "{:.4f}"),
                                   _fmt(res.get("fit_seconds"), "{:.2f}"),
-                                  _fmt(res.get("sample_seconds"), "{:.2f}")])
+                                  _fmt(res.get("sample_seconds"), "{:.2f}"),
+                                  _fmt(res.get("ps_seconds"), "{:.2f}")])
     detail_md = _table(["clip", "method"] + [c[1] for c in COLUMNS]
-                       + ["max abs eig", "fit s", "synthesis s"], detail_rows)
+                       + ["max abs eig", "fit s", "synthesis s", "PS s"], detail_rows)
     markdown = f"{text}\n## Per clip, all statistics\n\n{detail_md}\n"
     return text, markdown
 
 
 _CSV_FIELDS = ("clip", "row", "label", "frames", "psnr", "ssim", "spectrum", "motion", "color",
-               "diversity", "memorisation", "psnr_capped_frames", "max_abs_eig", "fit_seconds",
-               "sample_seconds", "cached", "note")
+               "ps_appearance", "ps_dynamics", "diversity", "memorisation", "psnr_capped_frames",
+               "max_abs_eig", "fit_seconds", "sample_seconds", "ps_seconds", "cached", "note")
 
 
 def _csv(st: Settings, clip_results: list[dict], rows: Sequence[str]) -> str:
@@ -586,7 +679,7 @@ def _csv(st: Settings, clip_results: list[dict], rows: Sequence[str]) -> str:
                 continue
             line = {"clip": c["clip"], "row": r, "label": _label(r, st), "frames": c["frames_used"],
                     "note": res.get("error", "")}
-            for k in _CSV_FIELDS[4:16]:
+            for k in _CSV_FIELDS[4:-1]:
                 v = res.get(k)
                 line[k] = "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
             w.writerow(line)
@@ -625,10 +718,13 @@ def _check(st: Settings) -> None:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
     if st.frames < MIN_FRAMES:
         raise ConfigError(f"--frames must be at least {MIN_FRAMES}, got {st.frames}")
-    if st.size < 8:
-        raise ConfigError(f"--size must be at least 8 (SSIM's window is 7x7), got {st.size}")
+    if st.size < MIN_SIZE:
+        raise ConfigError(f"--size must be at least {MIN_SIZE} (the Portilla-Simoncelli "
+                          f"statistics' 7x7 correlations need 14 px), got {st.size}")
     if st.samples < 1:
         raise ConfigError(f"--samples must be at least 1, got {st.samples}")
+    if not 0.0 < st.hosvd_energy <= 1.0:
+        raise ConfigError(f"--hosvd-energy must be in (0, 1], got {st.hosvd_energy}")
     if st.iters is not None and st.iters < 1:
         raise ConfigError(f"--iters must be at least 1, got {st.iters}")
     if st.motion_stride < 1:
@@ -744,6 +840,7 @@ def _run_clip(src: ClipSource, st: Settings, cache: Path, rows: Sequence[str], b
             base["rows"][method] = {"error": str(e).splitlines()[0]}
         if method not in REFERENCES:
             bar.update(1)
+    base["ps_observed_seconds"] = clip.ps_seconds      # 0 when every score came from the cache
     return base
 
 

@@ -16,6 +16,7 @@ from dyntex.errors import ConfigError, InputError
 from dyntex.video import read_video, write_png, write_video
 from eval.baselines import BASELINES, Baseline
 from eval.loading import find_clips, load_clip, read_head_tail, unit_frames
+from eval.metrics import ssim
 
 T, S, K = 12, 16, 2
 FAST = dict(frames=T, size=S, samples=K, progress=False, memo_frames=4 * T)
@@ -97,18 +98,48 @@ def test_loading_divides_before_resizing(data_dir: Path) -> None:
 # --------------------------------------------------------------------------- tables and files
 
 
-def test_table_has_every_method_and_both_reference_rows(baselines_run) -> None:
+STATS = ("psnr", "ssim", "spectrum", "motion", "color", "ps_appearance", "ps_dynamics",
+         "diversity", "memorisation")
+CALIBRATION_LABELS = ("noise", "phase-randomised", "shuffled", "frozen")
+
+
+def test_table_has_every_method_and_every_reference_row(baselines_run) -> None:
     report, _ = baselines_run
     summary = report.text.split("## Per clip")[0]
-    for label in ("LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"):
+    for label in ("LDS (continuation)", "HOSVD (continuation)", "FFT-LDS (continuation)",
+                  "mean frame", "next window", *CALIBRATION_LABELS):
         assert f"| {label} |" in summary
+    assert "| PS appearance ↓ | PS dynamics ↓ |" in summary
     rows = {s["row"]: s for s in report.results["summary"]}
     assert rows["lds"]["clips"] == 4 and rows["nextwindow"]["clips"] == 2    # wave, pond
-    for key in ("psnr", "ssim", "spectrum", "motion", "color", "diversity", "memorisation"):
+    for key in STATS:
         assert rows["lds"][key] is not None
     assert rows["nextwindow"]["diversity"] is None and rows["meanframe"]["diversity"] == 0.0
-    for line in ("PSNR", "SSIM", "spectrum", "motion", "colour", "diversity", "memorisation"):
-        assert f"- **{line}**:" in report.text
+    for row in CALIBRATION_LABELS:
+        assert rows[row]["clips"] == 4 and rows[row]["diversity"] is None
+        assert all(rows[row][k] is not None for k in STATS if k != "diversity")
+    for line in ("PSNR", "SSIM", "spectrum", "motion", "colour", "PS appearance", "PS dynamics",
+                 "diversity", "memorisation", "noise", "phase-randomised", "shuffled", "frozen"):
+        assert f"**{line}**" in report.text
+    # what the calibration rows are made to show, on the wave clip
+    wave = clip_entry(report, "wave")["rows"]
+    assert wave["shuffled"]["ps_appearance"] == pytest.approx(0.0, abs=1e-9)   # same frames
+    assert wave["frozen"]["ps_dynamics"] > 3 * wave["nextwindow"]["ps_dynamics"]
+    assert wave["noise"]["ps_appearance"] > 3 * wave["nextwindow"]["ps_appearance"]
+    assert wave["phase-randomised"]["spectrum"] < wave["noise"]["spectrum"]
+
+
+def test_calibration_rows_are_seeded_and_cached(data_dir: Path, tmp_path: Path) -> None:
+    kw = dict(methods="lds", clips="wave", **FAST)
+    first = bm.run_benchmark(data_dir, tmp_path / "a", **kw)
+    again = bm.run_benchmark(data_dir, tmp_path / "b", **kw)            # fresh cache, same seed
+    other = bm.run_benchmark(data_dir, tmp_path / "a", **{**kw, "seed": 1})
+    a, b, c = (clip_entry(r, "wave")["rows"] for r in (first, again, other))
+    for row in CALIBRATION_LABELS:
+        assert a[row]["psnr"] == b[row]["psnr"] and a[row]["ps_dynamics"] == b[row]["ps_dynamics"]
+    for row in ("noise", "phase-randomised", "shuffled"):
+        assert c[row]["psnr"] != a[row]["psnr"] and not c[row]["cached"]
+    assert c["frozen"]["cached"] and c["frozen"]["psnr"] == a["frozen"]["psnr"]   # no seed
 
 
 def test_short_clips_and_skips(baselines_run) -> None:
@@ -140,8 +171,12 @@ def test_result_files(baselines_run) -> None:
     assert lds["fit_seconds"] >= 0 and lds["sample_seconds"] >= 0 and lds["max_abs_eig"] > 0
     rows = list(csv.DictReader((out / "results.csv").open()))
     wave = {r["row"]: r for r in rows if r["clip"] == "wave"}
-    assert set(wave) == {*BASELINE_ROWS, "meanframe", "nextwindow"}
+    assert set(wave) == {*BASELINE_ROWS, "meanframe", "nextwindow", *CALIBRATION_LABELS}
     assert float(wave["lds"]["psnr"]) == pytest.approx(lds["psnr"], rel=1e-5)
+    assert float(wave["noise"]["ps_appearance"]) == pytest.approx(
+        clip_entry(report, "wave")["rows"]["noise"]["ps_appearance"], rel=1e-5)
+    assert float(wave["lds"]["ps_seconds"]) > 0
+    assert "PS s" in (out / "table.md").read_text()
     assert any(r["clip"] == "tiny" and r["note"].startswith("skipped") for r in rows)
 
 
@@ -195,6 +230,53 @@ def test_rerun_uses_the_cache(data_dir: Path, tmp_path: Path, monkeypatch) -> No
     assert clip_entry(rgb, "wave")["rows"]["lds"]["psnr"] != clip_entry(first, "wave")["rows"]["lds"]["psnr"]
 
 
+def test_new_sample_rows(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """lds-new etc.: the same fit, rollouts from a stationary draw; own rows, labels, cache."""
+    kw = dict(clips="wave", **FAST)
+    cont = bm.run_benchmark(data_dir, tmp_path, methods="lds,hosvd", **kw)
+    calls = []
+
+    def counting(name: str) -> Baseline:
+        b = BASELINES[name]
+        return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
+
+    monkeypatch.setattr(bm, "BASELINES", {n: counting(n) for n in BASELINES})
+    both = bm.run_benchmark(data_dir, tmp_path, methods="lds,lds-new,hosvd,hosvd-new,fftlds-new",
+                            **kw)
+    assert sorted(calls) == ["fftlds", "hosvd", "lds"]              # continuations were cached
+    rows = clip_entry(both, "wave")["rows"]
+    assert rows["lds"]["cached"] and not rows["lds-new"]["cached"]
+    for label in ("LDS (continuation)", "LDS (new sample)", "HOSVD (new sample)",
+                  "FFT-LDS (new sample)"):
+        assert f"| {label} |" in both.text
+    assert rows["lds"]["psnr"] == clip_entry(cont, "wave")["rows"]["lds"]["psnr"]
+    for name in ("lds", "hosvd"):
+        new, old = rows[f"{name}-new"], rows[name]
+        assert new["start"] == "stationary" and old["start"] == "first"
+        assert new["start_covariance"] in ("lyapunov", "empirical")
+        assert (new["start_covariance"] == "lyapunov") == (new["max_abs_eig"] < 1 - 1e-6)
+        assert new["max_abs_eig"] == old["max_abs_eig"]             # one fit, two starts
+        # the continuation's first frame is the (reduced) observed frame 1, a new sample's not
+        first_new = np.load(next((tmp_path / "cache" / "wave").glob(f"{name}-new-*")) / "samples.npy")
+        first_old = np.load(next((tmp_path / "cache" / "wave").glob(f"{name}-[0-9a-f]*")) / "samples.npy")
+        assert np.abs(first_new[:, 0] - first_old[:, 0]).mean() > 0.01, name
+        assert np.abs(first_new[0, 0] - first_new[1, 0]).mean() > 0.001, name   # k-th own draw
+    assert rows["hosvd"]["ranks"][2:] == [T // 2, 3] and rows["hosvd"]["ranks"][0] <= S
+    # a per-clip max abs eig cell per fitted baseline, not per row
+    assert "max abs eig (LDS / HOSVD / FFT-LDS)" in both.text
+    with pytest.raises(ConfigError, match="unknown method"):
+        bm.run_benchmark(data_dir, tmp_path, methods="lds-old", **kw)
+
+
+def test_hosvd_energy_setting_changes_ranks_and_cache_key(data_dir: Path, tmp_path: Path) -> None:
+    kw = dict(methods="hosvd", clips="wave", **FAST)
+    low = bm.run_benchmark(data_dir, tmp_path, hosvd_energy=0.9, **kw)
+    full = bm.run_benchmark(data_dir, tmp_path, hosvd_energy=1.0, **kw)
+    a, b = clip_entry(low, "wave")["rows"]["hosvd"], clip_entry(full, "wave")["rows"]["hosvd"]
+    assert not b["cached"] and b["ranks"][:2] == [S, S] and a["ranks"][0] < S
+    assert "every row and column (full ranks)" in full.text and "90 %" in low.text
+
+
 def test_coop_row_trains_once_and_samples_fresh_latents(data_dir: Path, tmp_path: Path,
                                                         monkeypatch) -> None:
     import dyntex.trainer
@@ -227,6 +309,10 @@ def test_bad_settings(data_dir: Path, tmp_path: Path) -> None:
         bm.run_benchmark(data_dir, tmp_path, methods="lds", **{**FAST, "frames": 4})
     with pytest.raises(ConfigError, match="multiple of 4"):                 # coop's networks
         bm.run_benchmark(data_dir, tmp_path, methods="coop", **{**FAST, "frames": 10})
+    with pytest.raises(ConfigError, match="size"):                          # PS needs 14 px
+        bm.run_benchmark(data_dir, tmp_path, methods="lds", **{**FAST, "size": 12})
+    with pytest.raises(ConfigError, match="hosvd-energy"):
+        bm.run_benchmark(data_dir, tmp_path, methods="hosvd", **{**FAST, "hosvd_energy": 1.5})
 
 
 # --------------------------------------------------------------------------- command line
@@ -237,7 +323,7 @@ def test_cli_benchmark(data_dir: Path, tmp_path: Path) -> None:
                                        "--clips", "wave,tiny", "--frames", str(T), "--size", str(S),
                                        "--samples", "2", "--out", str(tmp_path), "--quiet"])
     assert result.exit_code == 0, result.output
-    assert "| LDS |" in result.output and "| next window |" in result.output
+    assert "| LDS (continuation) |" in result.output and "| next window |" in result.output
     assert "skipped: only 5 frames" in result.output
     assert (tmp_path / "table.md").is_file()
 
@@ -252,13 +338,29 @@ def test_cli_bad_data_dir_is_one_line(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- real clips
 
-# /work/shared/reference/baselines_dev.md, T = 32, S = 64: mean luma PSNR of LDS over 3 samples.
+# /work/shared/reference/baselines_dev.md, T = 32, S = 64: mean luma PSNR of LDS over 3 samples,
+# and PSNR / SSIM (scikit-image's default window) of the deterministic reference rows.
 REFERENCE_LDS = {"fire_pot": 16.43, "flag": 24.54}
+REFERENCE_ROWS = {"fire_pot": {"meanframe": (18.30, 0.772), "nextwindow": (13.93, 0.636)},
+                  "flag": {"meanframe": (20.69, 0.767), "nextwindow": (16.65, 0.657)}}
 
 
 @pytest.mark.shared_data
 def test_lds_matches_reference_table(shared_data: Path, tmp_path: Path) -> None:
     report = bm.run_benchmark(shared_data, tmp_path, methods="lds", clips=",".join(REFERENCE_LDS),
-                              frames=32, size=64, samples=3, memo_frames=64, progress=False)
+                              frames=32, size=64, samples=3, memo_frames=64, progress=False,
+                              ps=False)
     for name, ref in REFERENCE_LDS.items():
         assert clip_entry(report, name)["rows"]["lds"]["psnr"] == pytest.approx(ref, abs=0.3), name
+        assert clip_entry(report, name)["rows"]["lds"]["ps_appearance"] is None      # --no-ps
+        # The reference rows are deterministic: PSNR to its 0.01 dB. The reference took SSIM with
+        # scikit-image's default 7x7 window, the benchmark the published Gaussian one: compare
+        # default-window SSIM, computed here from the benchmark's own observed frames.
+        rows = clip_entry(report, name)["rows"]
+        entry = next((tmp_path / "cache" / name).glob("clip-*"))
+        observed = np.load(entry / "observed.npy")
+        for row, (ref_psnr, ref_ssim) in REFERENCE_ROWS[name].items():
+            assert rows[row]["psnr"] == pytest.approx(ref_psnr, abs=0.01), (name, row)
+            made = np.load(next((tmp_path / "cache" / name).glob(f"{row}-*")) / "samples.npy")[0]
+            assert ssim(made, observed, gaussian=False) == pytest.approx(ref_ssim, abs=1e-3)
+            assert rows[row]["ssim"] == pytest.approx(ssim(made, observed), abs=1e-9)

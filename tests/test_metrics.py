@@ -4,11 +4,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from skimage.metrics import peak_signal_noise_ratio
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dyntex.errors import InputError
-from eval.metrics import (METRIC_DOCS, color_distance, diversity, luma, memorisation,
-                          motion_distance, psnr, spectrum_distance, ssim)
+from eval.calibration import frozen, noise, phase_randomised, shuffled
+from eval.metrics import (METRIC_DOCS, PSStats, color_distance, diversity, luma, memorisation,
+                          motion_distance, ps_appearance, ps_distance, ps_dynamics, ps_setting,
+                          ps_statistics, psnr, spectrum_distance, ssim)
 
 
 def texture(T: int = 12, size: int = 48, speed: int = 1, seed: int = 0) -> np.ndarray:
@@ -59,8 +61,23 @@ def test_ssim(clip: np.ndarray) -> None:
     assert ssim(clip, clip) == pytest.approx(1.0)
     assert ssim(clip, clip, gray=False) == pytest.approx(1.0)
     assert ssim(clip[::-1], clip) < 0.9
+    with pytest.raises(InputError, match="11x11"):
+        ssim(clip[:, :9, :9], clip[:, :9, :9])
     with pytest.raises(InputError, match="7x7"):
-        ssim(clip[:, :5, :5], clip[:, :5, :5])
+        ssim(clip[:, :5, :5], clip[:, :5, :5], gaussian=False)
+
+
+def test_ssim_as_published_vs_scikit_image_default(clip: np.ndarray) -> None:
+    """Default: Gaussian sigma 1.5, population covariances; gaussian=False: skimage's defaults."""
+    noisy = np.clip(clip + np.random.default_rng(1).normal(0, 0.05, clip.shape), 0, 1)
+    a, b = luma(noisy), luma(clip)
+    published = np.mean([structural_similarity(x, y, data_range=1.0, gaussian_weights=True,
+                                               sigma=1.5, use_sample_covariance=False)
+                         for x, y in zip(a, b)])
+    default = np.mean([structural_similarity(x, y, data_range=1.0) for x, y in zip(a, b)])
+    assert ssim(noisy, clip) == pytest.approx(published, rel=1e-12)
+    assert ssim(noisy, clip, gaussian=False) == pytest.approx(default, rel=1e-12)
+    assert abs(published - default) > 0.01                        # the choice matters
 
 
 def test_shape_mismatch_and_bad_values(clip: np.ndarray) -> None:
@@ -124,6 +141,91 @@ def test_memorisation_finds_copied_window() -> None:
 
 def test_metric_docs_cover_every_metric() -> None:
     assert set(METRIC_DOCS) == {"psnr", "ssim", "spectrum_distance", "motion_distance",
-                                "color_distance", "diversity", "memorisation"}
+                                "color_distance", "ps_appearance", "ps_dynamics", "diversity",
+                                "memorisation"}
     for text in METRIC_DOCS.values():
         assert "better" in text and "\n" not in text
+
+
+# --------------------------------------------------------------------------- Portilla-Simoncelli
+
+
+def drifting_grating(T: int, size: int = 32, seed: int = 0) -> np.ndarray:
+    """Gray (T, size, size): two sinusoid gratings drifting at different speeds plus pixel noise
+    (a stationary dynamic texture: every T-window has the same statistics)."""
+    rng = np.random.default_rng(seed)
+    t, y, x = np.meshgrid(np.arange(T), np.arange(size), np.arange(size), indexing="ij")
+    g = 0.5 * np.sin(2 * np.pi * (4 * x + 2 * y) / size - 0.5 * t) \
+        + 0.3 * np.sin(2 * np.pi * (-3 * x + 5 * y) / size + 0.3 * t)
+    return np.clip(0.5 + 0.25 * g + 0.05 * rng.standard_normal(g.shape), 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def grating_windows() -> tuple[np.ndarray, np.ndarray]:
+    video = drifting_grating(32)
+    return video[:16], video[16:]                                   # observed, next window
+
+
+def test_ps_setting_rule() -> None:
+    assert ps_setting(64, 64) == (3, 64, 64)
+    assert ps_setting(128, 128) == (4, 128, 128)
+    assert ps_setting(256, 256) == (4, 256, 256)                    # the paper's 4 at most
+    assert ps_setting(16, 16) == (1, 16, 16)
+    assert ps_setting(30, 45) == (2, 28, 44)                        # cropped to multiples of 4
+    with pytest.raises(InputError, match="at least 14x14"):
+        ps_setting(13, 64)
+
+
+def test_ps_distance_formula() -> None:
+    """z-scores against the observed spread, RMS per kind, then over kinds; spreads floored."""
+    kinds = np.array([0, 1, 1, 1])
+    obs = np.array([[1.0, 0.0, 10.0, 5.0], [3.0, 2.0, 14.0, 5.0]])  # sd 1, 1, 2, 0 (floored)
+    syn = PSStats(np.array([[4.0, 3.0, 16.0, 5.0]]), kinds, (8, 8))
+    # kind 0: z = 2; kind 1: z = 2, 2, 0 -> mean square 8/3; result sqrt((4 + 8/3) / 2)
+    assert ps_distance(syn, PSStats(obs, kinds, (8, 8))) == pytest.approx(np.sqrt((4 + 8 / 3) / 2))
+    off = syn.values.copy()
+    off[0, 3] = 5.2                        # sd 0 floored to 0.1 * median(1, 2, 0) = 0.1: z = 2
+    assert ps_distance(PSStats(off, kinds, (8, 8)), PSStats(obs, kinds, (8, 8))) == \
+        pytest.approx(np.sqrt((4 + 12 / 3) / 2))
+    assert ps_distance(PSStats(obs, kinds, (8, 8)), PSStats(obs, kinds, (8, 8))) == 0.0
+    with pytest.raises(InputError, match="same frame size"):
+        ps_distance(PSStats(obs, kinds, (8, 8)), PSStats(obs, kinds, (16, 16)))
+
+
+def test_ps_appearance_ranks_next_window_before_noise(grating_windows) -> None:
+    obs, nxt = grating_windows
+    near = ps_appearance(nxt, obs)
+    assert ps_appearance(obs, obs) == 0.0
+    assert near < 2.0
+    assert ps_appearance(noise(obs, np.random.default_rng(0)), obs) > 5 * near
+    assert ps_appearance(phase_randomised(obs, np.random.default_rng(0)), obs) > 2 * near
+    # order of frames does not matter to appearance, only to dynamics
+    assert ps_appearance(obs[::-1], obs) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_ps_dynamics_catches_frozen_and_noise(grating_windows) -> None:
+    obs, nxt = grating_windows
+    near = ps_dynamics(nxt, obs)
+    still = ps_dynamics(frozen(obs), obs)
+    assert np.isfinite(still) and still > 5 * near
+    assert ps_dynamics(noise(obs, np.random.default_rng(0)), obs) > 5 * near
+    # shuffled frames: the same frames, other differences
+    assert ps_appearance(shuffled(obs, np.random.default_rng(0)), obs) == pytest.approx(0, abs=1e-9)
+    assert ps_dynamics(shuffled(obs, np.random.default_rng(0)), obs) > 2 * near
+
+
+def test_ps_statistics_are_deterministic_and_finite(grating_windows) -> None:
+    obs, _ = grating_windows
+    a, b = ps_statistics(obs), ps_statistics(obs.copy())
+    np.testing.assert_array_equal(a.values, b.values)
+    assert a.values.shape[0] == len(obs) and a.kinds.shape == a.values.shape[1:]
+    assert ps_appearance(obs[:8], obs) == ps_appearance(obs[:8], obs)
+    assert ps_dynamics(obs[:8], obs) == ps_dynamics(obs[:8], obs)
+    d = ps_statistics(frozen(obs), temporal=True)
+    assert d.values.shape[0] == len(obs) - 1 and np.isfinite(d.values).all()
+    rgb = np.repeat(obs[..., None], 3, axis=-1)                     # luma of gray RGB is gray
+    np.testing.assert_allclose(ps_statistics(rgb).values, a.values, atol=1e-12)
+    with pytest.raises(InputError, match="at least 14x14"):
+        ps_appearance(obs[:, :12, :12], obs[:, :12, :12])
+    with pytest.raises(InputError, match="same frame size"):
+        ps_appearance(obs[:, :16, :16], obs)

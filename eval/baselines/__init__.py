@@ -1,6 +1,8 @@
 """Classical dynamic-texture baselines, behind one registry.
 
-``BASELINES[name]`` has ``fit(clip, stabilize=...)`` and ``sample(model, T, rng, noise=...)``:
+``BASELINES[name]`` has ``fit(clip, stabilize=...)`` and ``sample(model, T, rng, noise=...,
+start=...)`` (``start="first"``: continue from the state fitted to frame 1; ``"stationary"``: a
+new sample from the fitted model's stationary distribution, :mod:`.lds`):
 
 * ``lds``    - linear dynamical system, Doretto et al., IJCV 2003 (:mod:`.lds`)
 * ``hosvd``  - higher-order SVD + LDS on the temporal factor, Costantini et al., TIP 2008
@@ -40,8 +42,10 @@ BASELINES: dict[str, Baseline] = {
 
 
 def run(name: str, clip: np.ndarray, samples: int, rng: np.random.Generator,
-        noise: bool = True, stabilize: bool = False) -> tuple[list[np.ndarray], dict[str, float]]:
-    """Fit baseline ``name`` to ``clip`` (default settings); draw ``samples`` clips of its length.
+        noise: bool = True, stabilize: bool = False, start: str = "first"
+        ) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Fit baseline ``name`` to ``clip`` (default settings); draw ``samples`` clips of its length
+    (``start``: ``"first"`` continues the clip, ``"stationary"`` draws new samples).
 
     The samples are drawn one after the other from ``rng``. Returns the clips and an info dict
     with ``max_abs_eig`` (of the fitted A), ``fit_seconds`` and ``sample_seconds`` (all samples).
@@ -55,7 +59,7 @@ def run(name: str, clip: np.ndarray, samples: int, rng: np.random.Generator,
     model = baseline.fit(clip, stabilize=stabilize)
     t1 = time.perf_counter()
     length = np.shape(clip)[0]
-    out = [baseline.sample(model, length, rng, noise=noise) for _ in range(samples)]
+    out = [baseline.sample(model, length, rng, noise=noise, start=start) for _ in range(samples)]
     t2 = time.perf_counter()
     return out, {"max_abs_eig": model.max_abs_eig, "fit_seconds": t1 - t0,
                  "sample_seconds": t2 - t1}

@@ -66,12 +66,13 @@ def fit(clip: np.ndarray, n: int | None = None, nv: int | None = None, stabilize
 
 
 def sample(model: FFTLDSModel, T: int, rng: np.random.Generator | None,
-           noise: bool = True) -> np.ndarray:
-    """Synthesize T frames from the first fitted state, clipped to [0, 1].
+           noise: bool = True, start: str = "first") -> np.ndarray:
+    """Synthesize T frames, clipped to [0, 1], from the first fitted state or (``start=
+    "stationary"``) a draw of the LDS's stationary distribution (:mod:`.lds`).
 
     ``noise=False`` gives the deterministic rollout; the result has the fitted clip's layout.
     """
-    feats = synthesize_matrix(model.lds, T, rng, noise)
+    feats = synthesize_matrix(model.lds, T, rng, noise, start)
     half = feats.shape[1] // 2
     H, W, C = model.keep.shape
     coeffs = np.zeros((T, H, W, C), dtype=np.complex128)

@@ -17,6 +17,20 @@ and identified with the paper's closed-form (sub-optimal) solution:
 The SVD (E1) is taken through the T x T Gram matrix (Y - ybar)^T (Y - ybar), so nothing D x D
 is ever formed. (E3)-(E5) live in :func:`identify_dynamics` and the rollout (M1) in
 :func:`rollout`; the HOSVD and FFT-LDS baselines reuse both.
+
+Where a rollout starts (``start`` in :func:`sample`):
+
+* ``"first"`` (the *continuation*): from the state fitted to frame 1, so the first synthesized
+  frames continue the observed clip;
+* ``"stationary"`` (a *new sample*): from x_0 ~ N(xbar, P), the fitted model's stationary
+  distribution (:func:`stationary_start`). For a stable A (spectral radius < 1) P solves the
+  discrete Lyapunov equation
+
+    P = A P A^T + B B^T                                                           (S1)
+
+  the covariance that (M1) keeps for ever once it has it; for an unstable A, which has no
+  stationary distribution, P is the empirical covariance of the fitted states. xbar is the
+  temporal mean of the fitted states: 0 here (the states of mean-subtracted frames sum to 0).
 """
 from __future__ import annotations
 
@@ -26,8 +40,15 @@ import numpy as np
 
 from dyntex.errors import InputError
 
-__all__ = ["LDSModel", "as_clip", "fit", "fit_matrix", "identify_dynamics", "max_abs_eig",
-           "rollout", "sample", "stabilize_dynamics", "synthesize_matrix"]
+__all__ = ["LDSModel", "START", "as_clip", "draw_start", "fit", "fit_matrix",
+           "identify_dynamics", "initial_state", "max_abs_eig", "rollout", "sample",
+           "stabilize_dynamics", "stationary_start", "synthesize_matrix"]
+
+#: Where a rollout starts: the state fitted to frame 1, or a draw from the stationary law.
+START = ("first", "stationary")
+#: A counts as stable below spectral radius 1 - STABLE_MARGIN: on the unit circle (to rounding)
+#: (S1) is singular and the stationary variance unbounded.
+STABLE_MARGIN = 1e-6
 
 
 def as_clip(clip: np.ndarray, name: str = "clip", min_frames: int = 1) -> np.ndarray:
@@ -123,13 +144,54 @@ def rollout(A: np.ndarray, B: np.ndarray, x0: np.ndarray, T: int,
     return out
 
 
+def stationary_start(A: np.ndarray, B: np.ndarray, states: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Mean, covariance and rule of the new-sample start for dynamics (A, B) fit to ``states``.
+
+    ``states`` is the fitted path (n x T). The mean is its temporal mean. The covariance is the
+    solution of (S1) when A is stable, i.e. its spectral radius is below 1 - STABLE_MARGIN
+    (rule ``"lyapunov"``; scipy's ``solve_discrete_lyapunov``), else the empirical covariance of
+    the states about their mean, normalised by T - 1 (rule ``"empirical"``). Symmetrised
+    against rounding.
+    """
+    mean = states.mean(axis=1)
+    if A.size and max_abs_eig(A) < 1.0 - STABLE_MARGIN:
+        from scipy.linalg import solve_discrete_lyapunov
+
+        P, rule = solve_discrete_lyapunov(A, B @ B.T), "lyapunov"
+    else:
+        dev = states - mean[:, None]
+        P, rule = dev @ dev.T / max(states.shape[1] - 1, 1), "empirical"
+    return mean, 0.5 * (P + P.T), rule
+
+
+def draw_start(mean: np.ndarray, cov: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """One draw of N(mean, cov) from ``rng`` (cov symmetric PSD; rounding negatives count as 0)."""
+    if rng is None:
+        raise InputError("a numpy Generator is needed to draw a new-sample start")
+    lam, V = np.linalg.eigh(cov)
+    return mean + V @ (np.sqrt(np.maximum(lam, 0.0)) * rng.standard_normal(mean.shape[0]))
+
+
+def initial_state(first: np.ndarray, start_law: tuple[np.ndarray, np.ndarray, str], start: str,
+                  rng: np.random.Generator | None) -> np.ndarray:
+    """The rollout's x_0: ``first`` for ``start="first"``, a draw of ``start_law`` (the
+    (mean, covariance, rule) of :func:`stationary_start`) for ``start="stationary"``."""
+    if start == "first":
+        return first
+    if start == "stationary":
+        return draw_start(start_law[0], start_law[1], rng)
+    raise InputError(f"start must be one of {', '.join(START)}, got {start!r}")
+
+
 @dataclass
 class LDSModel:
     """An identified LDS (M1)-(M2).
 
     ``C`` (D x n) maps states to mean-subtracted observations (flattened frames or features),
-    ``mean`` is ybar (D,), ``x0`` the first fitted state and ``shape`` the shape of the fitted
-    clip (T, H, W[, C]); synthesized clips keep its frame layout.
+    ``mean`` is ybar (D,), ``x0`` the first fitted state, ``start_law`` the (mean, covariance,
+    rule) of the new-sample start (:func:`stationary_start`) and ``shape`` the shape of the
+    fitted clip (T, H, W[, C]); synthesized clips keep its frame layout.
     """
 
     A: np.ndarray
@@ -137,6 +199,7 @@ class LDSModel:
     C: np.ndarray
     mean: np.ndarray
     x0: np.ndarray
+    start_law: tuple[np.ndarray, np.ndarray, str]
     shape: tuple[int, ...]
 
     @property
@@ -177,13 +240,17 @@ def fit_matrix(Y: np.ndarray, n: int | None = None, nv: int | None = None,
     X = (V * s).T                                                 # (E2): X = S V^T (n x T)
     A, B = identify_dynamics(X, nv, stabilize)
     return LDSModel(A=A, B=B, C=C, mean=mean, x0=X[:, 0].copy(),
+                    start_law=stationary_start(A, B, X),
                     shape=tuple(shape) if shape is not None else (T, D))
 
 
 def synthesize_matrix(model: LDSModel, T: int, rng: np.random.Generator | None,
-                      noise: bool = True) -> np.ndarray:
-    """Observations (T x D) of a rollout (M1) from ``model.x0``, mapped through (M2); unclipped."""
-    return rollout(model.A, model.B, model.x0, T, rng, noise) @ model.C.T + model.mean
+                      noise: bool = True, start: str = "first") -> np.ndarray:
+    """Observations (T x D) of a rollout (M1) mapped through (M2), unclipped; from ``model.x0``
+    (``start="first"``) or a draw of the stationary start (``"stationary"``, drawn from ``rng``
+    before the noise)."""
+    x0 = initial_state(model.x0, model.start_law, start, rng)
+    return rollout(model.A, model.B, x0, T, rng, noise) @ model.C.T + model.mean
 
 
 def fit(clip: np.ndarray, n: int | None = None, nv: int | None = None,
@@ -199,11 +266,12 @@ def fit(clip: np.ndarray, n: int | None = None, nv: int | None = None,
 
 
 def sample(model: LDSModel, T: int, rng: np.random.Generator | None,
-           noise: bool = True) -> np.ndarray:
-    """Synthesize T frames, starting from the first fitted state, clipped to [0, 1].
+           noise: bool = True, start: str = "first") -> np.ndarray:
+    """Synthesize T frames, clipped to [0, 1], from the first fitted state (``start="first"``,
+    a continuation) or a draw of the stationary distribution (``"stationary"``, a new sample).
 
-    ``noise=False`` gives the deterministic rollout x_{t+1} = A x_t (the "reconstruction").
-    The result has the fitted clip's frame layout: (T, H, W) or (T, H, W, C).
+    ``noise=False`` gives the deterministic rollout x_{t+1} = A x_t (from the first state: the
+    "reconstruction"). The result has the fitted clip's frame layout: (T, H, W) or (T, H, W, C).
     """
-    Y = synthesize_matrix(model, T, rng, noise)
+    Y = synthesize_matrix(model, T, rng, noise, start)
     return np.clip(Y, 0.0, 1.0).reshape((T, *model.shape[1:]))
