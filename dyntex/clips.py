@@ -155,13 +155,13 @@ class WindowSampler:
         start = int(torch.randint(len(v.frames) - self.frames + 1, (1,), generator=self.generator))
         return v.frames[start:start + self.frames]
 
-    def channel_mean(self) -> torch.Tensor:
-        """Mean of each colour channel over the frames training draws from (model space): all
-        frames in ``"random"`` mode, the first T of each video in ``"first"`` mode."""
+    def mean_frame(self) -> torch.Tensor:
+        """Mean (3, H, W) of the frames training draws from, in model space: all frames in
+        ``"random"`` mode, the first T of each video in ``"first"`` mode."""
         span = self.frames if self.mode == "first" else None
-        sums = sum(v.frames[:span].reshape(-1, 3).sum(0, dtype=np.float64) for v in self.videos)
-        count = sum(v.frames[:span].shape[0] * v.frames[0].size // 3 for v in self.videos)
-        return PIXEL_TO_MODEL.forward(torch.from_numpy(sums / count))
+        sums = sum(v.frames[:span].sum(0, dtype=np.float64) for v in self.videos)
+        count = sum(len(v.frames[:span]) for v in self.videos)
+        return PIXEL_TO_MODEL.forward(torch.from_numpy(sums / count)).permute(2, 0, 1)
 
     def observed(self, batch: int | None = None) -> torch.Tensor:
         """A batch of windows as float32 ``(B, 3, T, H, W)`` in [-1, 1].

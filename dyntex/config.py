@@ -16,7 +16,8 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 ARCHES = ("paper", "fast", "multiscale")
-REF_MEANS = ("zero", "data")
+REF_MEANS = ("zero", "channel", "frame")
+FRAME_BIASES = ("none", "mean")
 LR_SCHEDULES = ("constant", "cosine")
 WINDOWS = ("first", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -35,11 +36,14 @@ class Config:
     arch: str = "fast"          # "paper": the authors' Exp. 7 networks; "fast": see nets.py
     latent_channels: int = 16   # channels of the latent X
     layout_channels: int = 0    # multiscale: channels of the learned layout map (0: stationary)
+    frame_bias: str = "none"    # "mean": a learned per-pixel bias before the generator's tanh,
+                                # starting at the observed mean frame
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
     langevin_steps: int = 10    # l
     step_size: float = 0.002    # delta
     ref_sigma: float = 0.016    # s: std of the Gaussian reference distribution
-    ref_mean: str = "zero"      # its mean: "zero" (paper) or "data" (the observed colour mean)
+    ref_mean: str = "zero"      # its mean: "zero" (paper), "channel" (the observed colour mean)
+                                # or "frame" (the observed mean frame)
     # -- optional latent inference on the generator posterior (Alg. 1 step G1) -----------------
     infer_steps: int = 0        # l' (0: off, as in the authors' code)
     infer_step_size: float = 0.003
@@ -79,7 +83,7 @@ class Config:
         return {k: getattr(self, k) for k in MODEL_KEYS}
 
 
-MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels")
+MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias")
 
 # Named sets of overrides. "paper" is exactly the authors' Exp. 7 (Xie et al., TPAMI; code
 # jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "fast" is the default.
@@ -105,6 +109,7 @@ _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
             "diverge_lower": ("lr_des", "step_size", "both"), "ref_mean": REF_MEANS,
+            "frame_bias": FRAME_BIASES,
             "lr_schedule": LR_SCHEDULES}
 
 

@@ -30,14 +30,27 @@ class CoopNets(nn.Module):
         self.generator: Generator
         options = {"layout_channels": config.layout_channels} if config.arch == "multiscale" else {}
         self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,
-                                                     config.latent_channels, **options)
-        # mu of the reference distribution N(mu, s^2 I): zero (paper) or the observed colour mean,
-        # set once from the training data (Trainer) and kept in checkpoints
-        self.register_buffer("ref_mean", torch.zeros(1, 3, 1, 1, 1))
+                                                     config.latent_channels,
+                                                     frame_bias=config.frame_bias == "mean", **options)
+        # mu of the reference distribution N(mu, s^2 I): zero (paper), the observed colour mean or
+        # mean frame (config.ref_mean), set once from the training data and kept in checkpoints
+        self.register_buffer("ref_mean", torch.zeros(1, 3, 1, config.size, config.size))
         # exponential moving average of the generator's weights, used for synthesis (config.ema)
         self.generator_ema: Generator | None = None
         if config.ema > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+
+    @torch.no_grad()
+    def init_from_data(self, mean_frame: Tensor) -> None:
+        """Set what starts from the observed data's mean frame (C, S, S), before training: the
+        reference mean (``ref_mean`` "channel" or "frame") and the generator's frame bias."""
+        mode = self.config.ref_mean
+        mu = mean_frame.mean(dim=(1, 2), keepdim=True).expand_as(mean_frame) \
+            if mode == "channel" else mean_frame
+        self.ref_mean.copy_(mu[None, :, None] if mode != "zero" else torch.zeros_like(self.ref_mean))
+        for gen in (self.generator, self.generator_ema):
+            if gen is not None and gen.frame_bias is not None:
+                gen.frame_bias.init_from(mean_frame)
 
     @torch.no_grad()
     def update_ema(self) -> None:

@@ -97,6 +97,35 @@ class CropTime(nn.Module):
         return x[:, :, : x.shape[2] - self.drop_last]
 
 
+class FrameBias(nn.Module):
+    """A learned per-pixel bias (C, S, S), the same in every frame, added before the generator's
+    final tanh. :meth:`init_from` starts it at a frame (the observed mean frame), so the generator
+    renders the clip's fixed layout and colours from the first iteration and learns the motion."""
+
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, size, size))
+
+    @torch.no_grad()
+    def init_from(self, frame: torch.Tensor) -> None:
+        """``frame`` (C, S, S) in [-1, 1]: tanh(bias) = frame (clamped away from +-1)."""
+        self.bias.copy_(torch.atanh(frame.clamp(-0.98, 0.98))[None, :, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = self.bias
+        if bias.shape[-2:] != x.shape[-2:]:  # another size: stretch the bias to it
+            bias = nn.functional.interpolate(bias[:, :, 0], size=x.shape[-2:], mode="bilinear",
+                                             align_corners=False)[:, :, None]
+        return x + bias
+
+
+def _with_frame_bias(body: nn.Sequential, channels: int, size: int) -> nn.Sequential:
+    """``body`` (ending in Tanh) with a :class:`FrameBias` inserted before its Tanh."""
+    layers = list(body)
+    assert isinstance(layers[-1], nn.Tanh)
+    return nn.Sequential(*layers[:-1], FrameBias(channels, size), layers[-1])
+
+
 def _batchnorm(channels: int) -> nn.BatchNorm3d:
     # Batch statistics in every mode; no running averages (see module docstring).
     return nn.BatchNorm3d(channels, track_running_stats=False)
@@ -142,6 +171,7 @@ class Generator(nn.Module):
                  margin: int, frames: int):
         super().__init__()
         self.body = body
+        self.frame_bias = next((m for m in body if isinstance(m, FrameBias)), None)
         self.latent_channels = latent_channels
         self.scale, self.offset, self.margin = scale, offset, margin
         self.frames = frames  # training length
@@ -342,9 +372,13 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
 
 
 def build_nets(arch: str, frames: int, size: int, latent_channels: int, channels: int = 3,
-               **options) -> tuple[Descriptor, Generator]:
-    """Build the descriptor and generator for a config's ``arch``/``frames``/``size``."""
+               frame_bias: bool = False, **options) -> tuple[Descriptor, Generator]:
+    """Build the descriptor and generator for a config's ``arch``/``frames``/``size``;
+    ``frame_bias``: the generator gets a :class:`FrameBias` before its tanh."""
     check_shape(arch, frames, size)
     builder = {"paper": build_paper, "fast": build_fast, "multiscale": build_multiscale}[arch]
-    return tuple(accelerate(net) for net in builder(frames, size, channels=channels,
-                                                     latent_channels=latent_channels, **options))
+    des, gen = builder(frames, size, channels=channels, latent_channels=latent_channels, **options)
+    if frame_bias:
+        gen.body = _with_frame_bias(gen.body, channels, size)
+        gen.frame_bias = gen.body[-2]
+    return accelerate(des), accelerate(gen)

@@ -156,9 +156,9 @@ class TensorClips:
             return self.clips
         return self.clips[torch.randint(len(self.clips), (batch,), generator=self.generator)]
 
-    def channel_mean(self) -> torch.Tensor:
-        """Mean of each colour channel over all observed clips (model space)."""
-        return self.clips.float().mean(dim=(0, 2, 3, 4))
+    def mean_frame(self) -> torch.Tensor:
+        """Mean (C, H, W) over all frames of all observed clips (model space)."""
+        return self.clips.float().mean(dim=(0, 2))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -388,8 +388,8 @@ class Trainer:
         of the current iteration, then raises KeyboardInterrupt.
         """
         data = self._sampler(data)
-        if self.step == 0 and self.config.ref_mean == "data":
-            self.model.ref_mean.copy_(data.channel_mean().view(1, -1, 1, 1, 1))
+        if self.step == 0:
+            self.model.init_from_data(data.mean_frame().to(self.device))
         sync = distributed.average_gradients if self.dist.active else None
         batch = None if self.config.window == "first" else self.config.batch
         total = self.config.iters if iters is None else iters
