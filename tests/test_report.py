@@ -1,0 +1,120 @@
+"""Reports: training curves (dyntex.curves)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dyntex import curves
+from dyntex.config import make_config
+from dyntex.errors import DivergenceError
+from dyntex.trainer import Trainer, read_metrics
+from tests.test_trainer import _clips, _inject
+
+
+def fake_rows(n: int = 30, lr: bool = True, extra: bool = False) -> list[dict]:
+    """Metrics rows shaped like a real run's: energies negative and 1e0..1e9, one event row."""
+    rows = []
+    for i in range(1, n + 1):
+        r = {"step": float(i), "energy_obs": -(10.0 ** (i * 9 / n)), "energy_syn": 10.0 ** (i * 9 / n) / 2,
+             "des_loss": (-1) ** i * 10.0 ** (i * 6 / n), "gen_loss": 50.0 + i, "langevin_rms": 0.01 * i,
+             "seconds": 0.5 * i, "event": ""}
+        if lr:
+            r.update(lr_des=0.01 if i < 12 else 0.005, lr_gen=2e-4, step_size=0.002)
+        if extra:
+            r["a_new_column"] = "text"
+        rows.append(r)
+    rows.insert(12, {"step": 11.0, "event": "diverged at step 12 (...); rolled back to step 11"})
+    return rows
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def test_axis_scale_says_log_symlog_or_linear() -> None:
+    assert curves.axis_scale([1.0, 2.0, 5.0]) == ("linear", None)
+    assert curves.axis_scale([1e-3, 1.0, 1e3]) == ("log", None)
+    assert curves.axis_scale([-3e8, -2.0, 5.0, 1e9]) == ("symlog", 1.0)
+    assert curves.axis_scale([-2.0, 3.0]) == ("linear", None)            # mixed signs, one decade
+    assert curves.axis_scale([0.0, float("nan")]) == ("linear", None)
+
+
+def test_curves_figure_panels_scales_and_events() -> None:
+    fig = curves.curves_figure(fake_rows(extra=True), "run", diverge_rms=3.0)
+    energy, loss, rms, rate = fig.axes[:4]
+    assert energy.get_yscale() == "symlog" and "symlog" in energy.get_ylabel()
+    assert loss.get_yscale() == "symlog"
+    assert rms.get_yscale() == "log" and "log scale" in rms.get_ylabel()     # 0.01 .. 3 (threshold)
+    assert rate.get_yscale() == "log" and len(rate.get_lines()) == 3 + 1     # 3 rates + the event
+    assert [line.get_label() for line in energy.get_lines()][:2] == ["f(observed)", "f(revised)"]
+    for ax in fig.axes[:4]:
+        red = [line for line in ax.get_lines() if line.get_color() == "red"]
+        assert len(red) == 1 and list(red[0].get_xdata()) == [11.0, 11.0]
+    assert "1 divergence event" in fig.texts[0].get_text()
+    # Missing columns leave their panel empty, saying so; nothing else changes.
+    bare = curves.curves_figure(fake_rows(lr=False))
+    assert [line.get_color() for line in bare.axes[3].get_lines()] == ["red"]
+    assert "not logged" in bare.axes[3].texts[0].get_text()
+
+
+def test_plot_curves_writes_a_png_atomically(tmp_path: Path) -> None:
+    path = curves.plot_curves(fake_rows(), tmp_path / "c" / "curves.png", "run", 3.0)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (1100, 660)
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 20
+    assert [p.name for p in path.parent.iterdir()] == ["curves.png"]
+
+
+# --------------------------------------------------------------------------- the trainer's curves
+
+
+@pytest.fixture
+def plotted(monkeypatch) -> list[tuple[int, int]]:
+    """Record each curves.png the trainer draws: (step of its last row, event rows)."""
+    calls: list[tuple[int, int]] = []
+    real = curves.plot_curves
+
+    def spy(rows, path, *a, **k):
+        calls.append((int(max(r["step"] for r in rows)), sum(bool(r["event"]) for r in rows)))
+        return real(rows, path, *a, **k)
+
+    monkeypatch.setattr(curves, "plot_curves", spy)
+    return calls
+
+
+def test_training_redraws_curves_with_previews_and_at_the_end(tmp_path: Path, plotted) -> None:
+    seen = []
+
+    def on_preview(folder: Path, step: int, clips: torch.Tensor) -> None:
+        seen.append((step, (tmp_path / "run" / "curves.png").is_file()))
+
+    cfg = make_config("tiny", window="random", iters=5, preview_every=2, checkpoint_every=2)
+    Trainer(cfg, run_dir=tmp_path / "run", on_preview=on_preview).fit(_clips())
+    assert seen == [(2, False), (4, True)] and plotted == [(2, 0), (4, 0), (5, 0)]
+    rows = read_metrics(tmp_path / "run")
+    assert [(r["lr_des"], r["lr_gen"], r["step_size"]) for r in rows] == [(0.01, 2e-4, 0.002)] * 5
+    # Without previews (as the benchmark trains): once, at the end. Without a run folder: never.
+    plotted.clear()
+    Trainer(cfg.replace(iters=3), run_dir=tmp_path / "quiet").fit(_clips())
+    Trainer(cfg.replace(iters=2)).fit(_clips())
+    assert plotted == [(3, 0)] and (tmp_path / "quiet" / "curves.png").is_file()
+
+
+def test_metrics_log_the_lowered_rate_after_a_divergence(tmp_path: Path, monkeypatch, plotted) -> None:
+    cfg = make_config("tiny", window="random", iters=6, checkpoint_every=2)
+    _inject(monkeypatch, {4}, "nan")                        # rolled back to step 2, lr_des halved
+    Trainer(cfg, run_dir=tmp_path / "recovered").fit(_clips())
+    rows = read_metrics(tmp_path / "recovered")
+    assert [r["lr_des"] for r in rows if not r["event"]] == [0.01] * 2 + [0.005] * 4
+    assert plotted == [(6, 1)]
+
+
+def test_a_run_that_gives_up_leaves_its_curves(tmp_path: Path, monkeypatch, plotted) -> None:
+    _inject(monkeypatch, set(range(3, 100)), "nan")
+    cfg = make_config("tiny", window="random", iters=6, checkpoint_every=2, diverge_retries=2)
+    with pytest.raises(DivergenceError):
+        Trainer(cfg, run_dir=tmp_path).fit(_clips())
+    assert plotted == [(2, 2)] and (tmp_path / "curves.png").is_file()       # both recoveries on it
