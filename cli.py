@@ -157,7 +157,17 @@ def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
     from dyntex import api
 
     paths = api.demo(out, iters=iters, progress=not quiet, device=device)
-    click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}")
+    click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}, "
+               f"training report {paths['report']}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(readable=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/report.html: training curves, preview contact sheets, latest samples."""
+    from dyntex.report import write_run_report
+
+    click.echo(f"wrote {write_run_report(run_dir)}")
 
 
 @main.command()

@@ -1,18 +1,35 @@
-"""Reports: training curves (dyntex.curves)."""
+"""Reports: training curves (dyntex.curves) and the run report (``dyntex report``)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from PIL import Image
 
+from cli import main
 from dyntex import curves
+from dyntex.api import preview_writer
 from dyntex.config import make_config
 from dyntex.errors import DivergenceError
+from dyntex.report import write_run_report
 from dyntex.trainer import Trainer, read_metrics
 from tests.test_trainer import _clips, _inject
+
+SRC_RE = re.compile(r'\b(?:src|href)="([^"]+)"')
+
+
+def local_links(page: Path) -> list[str]:
+    """Every src/href of an HTML page; all must be relative links to files beside it."""
+    links = SRC_RE.findall(page.read_text())
+    assert links
+    for link in links:
+        assert "://" not in link and not link.startswith("/"), link
+    return links
 
 
 def fake_rows(n: int = 30, lr: bool = True, extra: bool = False) -> list[dict]:
@@ -118,3 +135,53 @@ def test_a_run_that_gives_up_leaves_its_curves(tmp_path: Path, monkeypatch, plot
     with pytest.raises(DivergenceError):
         Trainer(cfg, run_dir=tmp_path).fit(_clips())
     assert plotted == [(2, 2)] and (tmp_path / "curves.png").is_file()       # both recoveries on it
+
+
+# --------------------------------------------------------------------------- dyntex report RUN
+
+
+def tiny_run(run: Path, iters: int = 4) -> Path:
+    cfg = make_config("tiny", window="random", iters=iters, preview_every=2, checkpoint_every=2)
+    Trainer(cfg, run_dir=run, on_preview=preview_writer(25.0)).fit(_clips())
+    return run
+
+
+def test_run_report_links_curves_sheets_and_latest_samples(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path / "run")
+    (run / "curves.png").unlink()                                    # the report redraws it
+    result = CliRunner().invoke(main, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    page = run / "report.html"
+    assert result.output.strip() == f"wrote {page}"
+    links = local_links(page)
+    assert all((run / link).is_file() for link in links)
+    assert links == ["curves.png", "samples/step_000004.gif", "samples/step_000002.png",
+                     "samples/step_000004.png"]
+    text = page.read_text()
+    assert "Step 4 of 4" in text and "<h2>Divergence events</h2>\n<p>None.</p>" in text
+    assert not list(run.rglob("*.tmp"))
+
+
+def test_run_report_of_a_run_without_iterations(tmp_path: Path) -> None:
+    (tmp_path / "metrics.csv").write_text("step,des_loss,event\n")
+    page = write_run_report(tmp_path)
+    assert "No iteration has been logged yet" in page.read_text() and (tmp_path / "curves.png").is_file()
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "file", "config only"])
+def test_report_command_refuses_what_is_not_a_run(tmp_path: Path, case: str) -> None:
+    target = tmp_path / "run"
+    if case == "empty":
+        target.mkdir()
+    elif case == "file":
+        target.write_text("x")
+    elif case == "config only":
+        target.mkdir()
+        (target / "config.json").write_text("{}")
+    result = CliRunner().invoke(main, ["report", str(target)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    want = {"missing": "does not exist", "empty": "no metrics.csv", "file": "is a file",
+            "config only": "no metrics.csv"}[case]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], result.output
+    assert not (tmp_path / "run" / "report.html").exists()
