@@ -205,8 +205,8 @@ def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
         _fail(f"interrupted; finished results are cached in {out}/cache: run the same command "
               "again to continue", EXIT_INTERRUPTED)
     click.echo(report.text)
-    click.echo(f"wrote {out}/table.md, results.csv, results.json, side_by_side/ and "
-               f"contact_sheet.png ({report.wall_seconds:.1f} s)")
+    click.echo(f"wrote {out}/table.md, results.csv, results.json, side_by_side/, "
+               f"contact_sheet.png ({report.wall_seconds:.1f} s) and report.html (open it in a browser)")
 
 
 @main.command()

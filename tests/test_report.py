@@ -1,9 +1,11 @@
-"""Reports: training curves (dyntex.curves) and the run report (``dyntex report``)."""
+"""Reports: training curves (dyntex.curves), the run report (``dyntex report``) and the
+benchmark's ``report.html`` (eval.report)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -11,15 +13,19 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+import eval.benchmark as bm
 from cli import main
 from dyntex import curves
 from dyntex.api import preview_writer
 from dyntex.config import make_config
-from dyntex.errors import DivergenceError
+from dyntex.errors import DivergenceError, InputError
 from dyntex.report import write_run_report
 from dyntex.trainer import Trainer, read_metrics
+from dyntex.video import read_video, write_video
+from eval.baselines import BASELINES
 from tests.test_trainer import _clips, _inject
 
+REPO = Path(__file__).resolve().parents[1]
 SRC_RE = re.compile(r'\b(?:src|href)="([^"]+)"')
 
 
@@ -185,3 +191,49 @@ def test_report_command_refuses_what_is_not_a_run(tmp_path: Path, case: str) -> 
             "config only": "no metrics.csv"}[case]
     assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], result.output
     assert not (tmp_path / "run" / "report.html").exists()
+
+
+# --------------------------------------------------------------------------- the benchmark's page
+
+
+@pytest.fixture(scope="module")
+def water_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's water clip, and a 5-frame clip the benchmark skips."""
+    root = tmp_path_factory.mktemp("water")
+    shutil.copy(REPO / "data" / "water.mp4", root / "water.mp4")
+    write_video(root / "stub.mp4", read_video(REPO / "data" / "water.mp4", frames=5).frames, 25)
+    return root
+
+
+def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    def broken(*a, **k):
+        raise InputError("HOSVD broke on purpose")
+
+    monkeypatch.setattr(bm, "BASELINES", {**BASELINES, "hosvd": BASELINES["hosvd"]._replace(fit=broken)})
+    kw = dict(frames=16, size=16, samples=2, progress=False)
+    report = bm.run_benchmark(water_dir, tmp_path, methods="lds,hosvd,fftlds", **kw)
+    page = report.paths["report.html"]
+    assert page == tmp_path / "report.html"
+    text = page.read_text()
+    summary = text.split('<table id="summary">')[1].split("</table>")[0]
+    labels = re.findall(r"<tr(?: class=\"ref\")?><td>([^<]+)</td>", summary)
+    assert labels == ["LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"]
+    assert summary.count('class="ref"') == 2
+    assert "clip <b>stub</b> skipped: only 5 frames" in text
+    assert "clip <b>water</b>, HOSVD failed: HOSVD broke on purpose" in text
+    links = local_links(page)
+    assert all((tmp_path / link).exists() for link in links)
+    videos = re.findall(r'<video src="([^"]+)" autoplay loop muted playsinline>', text)
+    assert [Path(v).name.split("-")[0] for v in videos] == ["observed", "lds", "fftlds", "meanframe",
+                                                              "nextwindow"]
+    assert len(re.findall(r'<img class="chart"', text)) == len(bm.COLUMNS)
+    assert "<h2>Legend</h2>" in text and "<b>next window</b>:" in text
+    # A rerun from the cache rewrites no media; files the page no longer shows are removed.
+    lds_video = tmp_path / next(v for v in videos if "/lds-" in v)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "report").rglob("*") if p.is_file()}
+    monkeypatch.undo()
+    bm.run_benchmark(water_dir, tmp_path, methods="lds", **kw)
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "report").rglob("*") if p.is_file()}
+    assert after[lds_video] == before[lds_video]
+    assert not any("fftlds" in p.name for p in after) and any("fftlds" in p.name for p in before)
+    assert set(after) == {tmp_path / link for link in local_links(page) if link.startswith("report/")}
