@@ -1,11 +1,11 @@
-"""Reports: training curves (dyntex.curves), the run report (``dyntex report``) and the
-benchmark's ``report.html`` (eval.report)."""
+"""Reports: training curves (dyntex.curves), the run report (``dyntex report``), the benchmark's
+``report.html`` (eval.report), and both pages opened in headless Chromium."""
 from __future__ import annotations
 
-from pathlib import Path
-
+import io
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +23,7 @@ from dyntex.report import write_run_report
 from dyntex.trainer import Trainer, read_metrics
 from dyntex.video import read_video, write_video
 from eval.baselines import BASELINES
+from tests.browser import chromium_path
 from tests.test_trainer import _clips, _inject
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,3 +238,46 @@ def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path
     assert after[lds_video] == before[lds_video]
     assert not any("fftlds" in p.name for p in after) and any("fftlds" in p.name for p in before)
     assert set(after) == {tmp_path / link for link in local_links(page) if link.startswith("report/")}
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def _check_in_chromium(page: Path, shot: Path, min_videos: int) -> dict:
+    from tests.browser import inspect_page
+
+    seen = inspect_page(page, screenshot=shot)
+    assert seen["console_errors"] == []
+    assert len(seen["videos"]) >= min_videos
+    for v in seen["videos"]:
+        assert v["error"] is None and v["readyState"] >= 2, v
+        assert v["now"] != v["start"] and v["muted"] and v["loop"] and v["autoplay"], v
+    assert seen["images"] and all(i["complete"] and i["width"] > 0 for i in seen["images"]), seen["images"]
+    screen = np.asarray(Image.open(io.BytesIO(seen["screenshot"])).convert("RGB")).astype(float)
+    assert len(np.unique(screen.reshape(-1, 3), axis=0)) > 100                    # not blank
+    box = seen["boxes"][0]                                                       # the first picture
+    region = screen[int(box["y"]) + 2:int(box["y"] + box["h"]) - 2, int(box["x"]) + 2:int(box["x"] + box["w"]) - 2]
+    assert region.std() > 10, box
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium_path() is None, reason="no chromium executable (apt-get install "
+                    "chromium, or set DYNTEX_CHROMIUM); .ci/run installs it")
+def test_reports_play_in_chromium(water_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("playwright", reason="playwright is in the test extra: pip install -e '.[test]'")
+    from dyntex.api import demo
+
+    report = bm.run_benchmark(water_dir, tmp_path / "bench", methods="coop,lds,hosvd,fftlds",
+                              preset="tiny", iters=2, device="cpu", frames=16, size=32, samples=2,
+                              progress=False)
+    seen = _check_in_chromium(report.paths["report.html"], tmp_path / "bench.png", min_videos=7)
+    summary = next(t for t in seen["tables"] if t["id"] == "summary")
+    assert summary["rows"] == ["CoopNets", "LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"]
+    assert "stub skipped: only 5 frames" in seen["text"]
+    assert any(b["tag"] == "video" for b in seen["boxes"])                 # videos on the first screen
+
+    paths = demo(tmp_path / "demo", iters=2, progress=False, preview_every=1, device="cpu", frames=16, size=32)
+    seen = _check_in_chromium(paths["report"], tmp_path / "run.png", min_videos=0)
+    assert [Path(i["src"]).name for i in seen["images"]][:3] == ["curves.png", "step_000002.gif",
+                                                                  "step_000001.png"]
