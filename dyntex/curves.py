@@ -82,8 +82,13 @@ def apply_scale(ax: Any, values: Sequence[float] | np.ndarray, label: str) -> No
         ax.yaxis.set_minor_formatter(NullFormatter())
     elif scale == "log":
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(LogFormatter())
-        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        # LogFormatter labels in-between ticks only on axes spanning few decades; same text style.
+        class Plain(LogFormatter):
+            def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
+                return f"{x:g}"
+
+        ax.yaxis.set_major_formatter(Plain())
+        ax.yaxis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
     ax.set_ylabel(label + scale_note(scale, linthresh), fontsize=8)
 
 

@@ -38,12 +38,12 @@ tr.ref td { color: #555; background: #fafafa; font-style: italic; }
 .muted { color: #666; }
 .row { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 figure { margin: 0; }
-figure.clip video, figure.clip .missing { width: 192px; height: 192px; background: #000;
+figure.clip video, figure.clip .missing { width: 160px; height: 160px; background: #000;
        image-rendering: pixelated; display: block; }
 figure.clip .missing { background: #eee; color: #a00; display: flex; align-items: center;
        justify-content: center; text-align: center; padding: 6px; box-sizing: border-box; }
-figure.clip figcaption { width: 192px; font-size: 12px; }
-figure.clip table { font-size: 11px; margin: 2px 0; width: 192px; }
+figure.clip figcaption { width: 160px; font-size: 12px; }
+figure.clip table { font-size: 11px; margin: 2px 0; width: 160px; }
 figure.clip th, figure.clip td { padding: 1px 4px; border-color: #ddd; }
 img.chart, img.curves { max-width: 100%; }
 figure.chart { max-width: 680px; }

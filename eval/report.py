@@ -179,8 +179,7 @@ def write_report(out: str | Path, results: dict[str, Any], clip_results: list[di
         classes.append("ref" if s["row"] in refs else "")
     body.append("<h2>Means over clips</h2>"
                 + table(header, cells, classes, id="summary")
-                + "<p class=\"muted\">Grey rows are references, not methods: what blur, a real "
-                  "new window of the video and the other reference constructions score.</p>")
+                + "<p class=\"muted\">Grey rows are references, not methods (see the legend).</p>")
 
     # Per clip: observed clip and each row's first sample, numbers under each.
     body.append("<h2>Per clip</h2><p class=\"muted\">The observed clip and the first sample of "

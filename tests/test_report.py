@@ -61,6 +61,7 @@ def fake_rows(n: int = 30, lr: bool = True, extra: bool = False) -> list[dict]:
 def test_axis_scale_says_log_symlog_or_linear() -> None:
     assert curves.axis_scale([1.0, 2.0, 5.0]) == ("linear", None)
     assert curves.axis_scale([1e-3, 1.0, 1e3]) == ("log", None)
+    assert curves.axis_scale([2e-4, 0.002, 0.01]) == ("log", None)          # the rates: 1.7 decades
     assert curves.axis_scale([-3e8, -2.0, 5.0, 1e9]) == ("symlog", 1.0)
     assert curves.axis_scale([-2.0, 3.0]) == ("linear", None)            # mixed signs, one decade
     assert curves.axis_scale([0.0, float("nan")]) == ("linear", None)
