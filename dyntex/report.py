@@ -46,7 +46,8 @@ figure.clip figcaption { width: 160px; font-size: 12px; }
 figure.clip table { font-size: 11px; margin: 2px 0; width: 160px; }
 figure.clip th, figure.clip td { padding: 1px 4px; border-color: #ddd; }
 img.chart, img.curves { max-width: 100%; }
-figure.chart { max-width: 680px; }
+figure.chart { display: table; max-width: 100%; }  /* the caption wraps at the chart's width */
+figure.chart figcaption { display: table-caption; caption-side: bottom; }
 img.sheet { max-width: 100%; image-rendering: pixelated; }
 dl { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
 dt { font-weight: 600; } dd { margin: 0; font-family: ui-monospace, monospace; font-size: 12px; }

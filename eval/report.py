@@ -26,7 +26,7 @@ import numpy as np
 from dyntex.report import definitions, esc, href, number, page, table, write_html
 from eval import benchmark as bm
 
-CHART_VERSION = 1          # bump when the chart drawing changes, so cached charts are redrawn
+CHART_VERSION = 3          # bump when the chart drawing changes, so cached charts are redrawn
 MEDIA = "report"           # folder beside report.html holding its videos and charts
 # Reference rows as marks: (colour, line style), cycled.
 _MARKS = (("black", "-"), ("dimgray", "--"), ("saddlebrown", ":"), ("purple", "-."),
@@ -97,8 +97,8 @@ def _clip_numbers(res: dict[str, Any]) -> str:
     return "<table>" + "".join(f"<tr><th>{esc(t)}</th><td>{esc(v)}</td></tr>" for t, v in cells) + "</table>"
 
 
-def _bar_chart(key: str, title: str, clips: list[str], values: dict[str, list[float | None]],
-               labels: dict[str, str], references: Sequence[str]):
+def _bar_chart(title: str, clips: list[str], values: dict[str, list[float | None]],
+               labels: dict[str, str], colours: dict[str, str], references: Sequence[str]):
     """Methods as bars per clip, reference rows as horizontal marks across each clip's group."""
     from dyntex.curves import apply_scale, new_figure
 
@@ -108,25 +108,25 @@ def _bar_chart(key: str, title: str, clips: list[str], values: dict[str, list[fl
     width = 0.8 / max(1, len(methods))
     x = np.arange(len(clips))
     for j, row in enumerate(methods):
-        ys = values[row]
-        xs = [x[i] - 0.4 + (j + 0.5) * width for i, y in enumerate(ys) if y is not None]
-        ax.bar(xs, [y for y in ys if y is not None], width * 0.92, label=labels[row],
-               color=f"C{j % 10}")
+        shown = [(x[i] - 0.4 + (j + 0.5) * width, y) for i, y in enumerate(values[row]) if y is not None]
+        ax.bar([a for a, _ in shown], [b for _, b in shown], width * 0.92, label=labels[row],
+               color=colours[row])
     for k, row in enumerate(r for r in values if r in references):
         colour, style = _MARKS[k % len(_MARKS)]
-        for i, y in enumerate(values[row]):
-            if y is not None:
-                ax.hlines(y, x[i] - 0.45, x[i] + 0.45, colors=colour, linestyles=style, linewidth=2,
-                          label=labels[row] if i == next(n for n, v in enumerate(values[row]) if v is not None) else None)
-    everything = [y for ys in values.values() for y in ys if y is not None]
-    apply_scale(ax, everything, title)
-    ax.set_xticks(x, clips, rotation=30 if len(clips) > 4 else 0, ha="right" if len(clips) > 4 else "center",
-                  fontsize=8)
-    ax.tick_params(axis="y", labelsize=8)
+        shown = [(x[i], y) for i, y in enumerate(values[row]) if y is not None]
+        ax.hlines([y for _, y in shown], [a - 0.45 for a, _ in shown], [a + 0.45 for a, _ in shown],
+                  colors=colour, linestyles=style, linewidth=2, label=labels[row])
+    every = [y for ys in values.values() for y in ys if y is not None]
+    apply_scale(ax, every, title)
+    if ax.get_yscale() == "log":                 # bars start at the bottom: keep the smallest one visible
+        ax.set_ylim(bottom=min(every) / 1.6)
+    slanted = len(clips) > 4
+    ax.set_xticks(x, clips, rotation=30 if slanted else 0, ha="right" if slanted else "center", fontsize=8)
+    ax.tick_params(axis="y", which="both", labelsize=8)
     ax.set_title(f"{title}, per clip", fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="bars: methods; lines: references",
-              title_fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="bars: methods; lines: references", title_fontsize=7)
     return fig
 
 
@@ -150,6 +150,7 @@ def write_report(out: str | Path, results: dict[str, Any], clip_results: list[di
             return row
 
     labels = {r: label(r) for r in rows}
+    colours = {r: f"C{i % 10}" for i, r in enumerate(r for r in rows if r not in refs)}  # same in every chart
     body = ["<h1>dyntex benchmark</h1>"]
     head = next((p for p in _section(text, "Benchmark: means over clips").split("\n\n")
                  if p and not p.startswith("|")), "")
@@ -227,7 +228,7 @@ def write_report(out: str | Path, results: dict[str, Any], clip_results: list[di
                 continue
             spec = [CHART_VERSION, key, title, names, [(r, labels[r], values[r]) for r in values], refs]
             src = pg.chart(f"{key}-{_digest(spec)}.png",
-                           lambda: _bar_chart(key, title, names, values, labels, refs))
+                           lambda: _bar_chart(title, names, values, labels, colours, refs))
             doc = docs.get(bm._DOC_KEYS.get(key, key), "")
             charts.append(f"<figure class=\"chart\"><img class=\"chart\" src=\"{href(src)}\" "
                           f"alt=\"{esc(title)} per clip\"><figcaption class=\"muted\">{esc(title)}: "
