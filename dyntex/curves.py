@@ -1,7 +1,7 @@
 """Training curves: one PNG drawn from a run's metrics rows.
 
-:func:`plot_curves` is a plain function of the rows of ``metrics.csv`` (as
-:func:`dyntex.trainer.read_metrics` gives them): the energies f of observed and revised clips,
+:func:`plot_curves` is a plain function of the rows of ``metrics.csv`` (as :func:`read_rows`
+or :func:`dyntex.trainer.read_metrics` give them): the energies f of observed and revised clips,
 both losses, the Langevin RMS shift and the learning rates against the iteration, with every
 divergence event (a row whose ``event`` is set) as a red dashed line on all panels. Columns are
 read by name; a missing one leaves its line out, extra ones are ignored.
@@ -12,6 +12,7 @@ symmetric-log scale (linear near zero) when they also reach zero or below and sp
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,22 @@ PANELS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("rate", (("lr_des", "descriptor lr"), ("lr_gen", "generator lr"),
               ("step_size", "Langevin step size δ"))),
 )
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a metrics.csv by column name: numbers as floats, empty cells as NaN, other text
+    (the ``event`` column, or a column added later that holds text) as it is."""
+    def value(text: str | None) -> Any:
+        if text is None or text == "":
+            return math.nan
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+    with open(path, newline="") as fh:
+        return [{k: (v or "") if k == "event" else value(v) for k, v in r.items() if k is not None}
+                for r in csv.DictReader(fh)]
 
 
 def _num(value: Any) -> float:

@@ -9,6 +9,7 @@ script and nothing from the network, so they open from disk or any static file s
 """
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -128,8 +129,7 @@ def write_run_report(run_dir: str | Path) -> Path:
         CheckpointError: ``run_dir`` is missing, not a folder, or holds no ``metrics.csv``.
         OutputError: the page or the curves cannot be written.
     """
-    from .curves import plot_curves
-    from .trainer import read_metrics
+    from .curves import plot_curves, read_rows
 
     run = Path(run_dir)
     if not run.exists():
@@ -140,8 +140,8 @@ def write_run_report(run_dir: str | Path) -> Path:
         raise CheckpointError(f"{run} holds no training run (no metrics.csv; train first: "
                               f"dyntex train VIDEO --out {run})")
     try:
-        rows = read_metrics(run)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        rows = read_rows(run / "metrics.csv")
+    except (OSError, csv.Error, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{run}/metrics.csv is not readable ({type(exc).__name__}: {exc})") from None
     config: dict[str, Any] = {}
     try:
@@ -157,9 +157,11 @@ def write_run_report(run_dir: str | Path) -> Path:
     body = [f"<h1>Training report: {esc(run.resolve().name)}</h1>"]
     if last is not None:
         total = config.get("iters")
+        seconds = last.get("seconds")
         body.append(f"<p>Step {number(last.get('step'), '{:.0f}')}"
                     + (f" of {esc(total)}" if total else "")
-                    + f", {number(last.get('seconds'), '{:.1f}')} s of training"
+                    + (f", {number(seconds, '{:.1f}')} s of training" if isinstance(seconds, float)
+                       and math.isfinite(seconds) else "")
                     + (f"; preset {esc(config['preset'])}, {esc(config.get('frames'))} frames × "
                        f"{esc(config.get('size'))}²" if "preset" in config else "") + ".</p>")
         shown = {k: v for k, v in last.items() if k not in ("step", "event")}

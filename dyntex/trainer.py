@@ -435,9 +435,9 @@ class Trainer:
         """Redraw ``curves.png`` from metrics.csv (rank 0 of a run with a folder only)."""
         if self.run_dir is None or not self.dist.is_main:
             return
-        from .curves import plot_curves
+        from .curves import plot_curves, read_rows
 
-        plot_curves(read_metrics(self.run_dir), self.run_dir / "curves.png",
+        plot_curves(read_rows(self._metrics_path()), self.run_dir / "curves.png",
                     title=f"{self.run_dir.name}, step {self.step}", diverge_rms=self.base_config.diverge_rms)
         self._curves_step = self.step
 

@@ -176,6 +176,23 @@ def test_run_report_of_a_run_without_iterations(tmp_path: Path) -> None:
     assert "No iteration has been logged yet" in page.read_text() and (tmp_path / "curves.png").is_file()
 
 
+def test_run_report_reads_metrics_columns_by_name(tmp_path: Path) -> None:
+    """Columns in another order, a text column this dyntex does not know, no rate columns."""
+    (tmp_path / "metrics.csv").write_text(
+        "note,event,langevin_rms,step,energy_obs,energy_syn,des_loss,gen_loss\n"
+        "warm-up,,0.01,1,-5,3e6,2,40\n"
+        "warm-up,diverged at step 3 (...); rolled back to step 1,,1,,,,\n"
+        "steady,,0.02,2,-7e8,4e8,-1e6,35\n")
+    rows = curves.read_rows(tmp_path / "metrics.csv")
+    assert [r["note"] for r in rows] == ["warm-up", "warm-up", "steady"] and rows[2]["energy_obs"] == -7e8
+    assert rows[0]["event"] == "" and np.isnan(rows[1]["energy_obs"])
+    text = write_run_report(tmp_path).read_text()
+    assert "<li>diverged at step 3 (...); rolled back to step 1</li>" in text
+    assert "<th>note</th>" in text and "<td>steady</td>" in text and "Step 2." in text
+    with Image.open(tmp_path / "curves.png") as im:
+        assert im.size == (1100, 660)
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "file", "config only"])
 def test_report_command_refuses_what_is_not_a_run(tmp_path: Path, case: str) -> None:
     target = tmp_path / "run"
