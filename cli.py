@@ -157,7 +157,17 @@ def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
     from dyntex import api
 
     paths = api.demo(out, iters=iters, progress=not quiet, device=device)
-    click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}")
+    click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}, "
+               f"training report {paths['report']}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(readable=False, path_type=Path))
+def report(run_dir: Path) -> None:
+    """Write RUN_DIR/report.html: training curves, preview contact sheets, latest samples."""
+    from dyntex.report import write_run_report
+
+    click.echo(f"wrote {write_run_report(run_dir)}")
 
 
 @main.command()
@@ -204,8 +214,8 @@ def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
         _fail(f"interrupted; finished results are cached in {out}/cache: run the same command "
               "again to continue", EXIT_INTERRUPTED)
     click.echo(report.text)
-    click.echo(f"wrote {out}/table.md, results.csv, results.json, side_by_side/ and "
-               f"contact_sheet.png ({report.wall_seconds:.1f} s)")
+    click.echo(f"wrote {out}/table.md, results.csv, results.json, side_by_side/, "
+               f"contact_sheet.png ({report.wall_seconds:.1f} s) and report.html (open it in a browser)")
 
 
 @main.command()

@@ -16,6 +16,7 @@ from . import distributed
 from .clips import WindowSampler, fps_of, load_inputs
 from .config import Config, make_config
 from .errors import ConfigError, OutputError
+from .report import write_run_report
 from .trainer import Trainer, load_model
 from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, write_outputs, write_png, write_video
 
@@ -106,7 +107,8 @@ def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[s
 
 def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:
     """The main job on the shipped sample: train the fast preset on ``data/water.mp4``, then write
-    three synthesized clips (mp4 + gif) and a contact sheet (observed row above synthesized rows)."""
+    three synthesized clips (mp4 + gif), a contact sheet (observed row above synthesized rows) and
+    the run's ``report.html``."""
     from .sample_data import sample_clip
 
     out = Path(out)
@@ -122,4 +124,5 @@ def demo(out: str | Path, iters: int | None = None, progress: bool = True, **ove
     observed = videos[0].frames[: cfg.frames]
     sheet = write_png(out / "contact_sheet.png",
                       contact_sheet([observed, *samples], labels=["observed", "sample 1", "sample 2", "sample 3"]))
-    return {"run": out / "run", "samples": out, "contact_sheet": sheet}
+    return {"run": out / "run", "samples": out, "contact_sheet": sheet,
+            "report": write_run_report(out / "run")}

@@ -33,7 +33,7 @@ from .fileio import TEMP_SUFFIX, atomic_write
 
 CHECKPOINT_FORMAT = 1
 METRIC_FIELDS = ("step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds",
-                 "event")
+                 "lr_des", "lr_gen", "step_size", "event")
 PREVIEW_SEED = 12345  # fixed latents for previews, so they are comparable from step to step
 _CKPT_RE = re.compile(r"step_(\d+)\.pt$")
 
@@ -194,6 +194,7 @@ class Trainer:
         self.rng = torch.Generator(device=self.device).manual_seed(seed)       # latents, Langevin
         self.data_rng = torch.Generator().manual_seed(seed + 1)                # observed windows
         self._saved_step = -1
+        self._curves_step = -1
         self.last_stats: dict[str, float] | None = None
         if self.run_dir is not None:
             self._prepare_run_dir(resume)
@@ -415,7 +416,10 @@ class Trainer:
                         continue
                     self.step += 1
                     self.last_stats = stats
-                    row = {"step": self.step, **stats, "seconds": done_before + time.perf_counter() - start}
+                    row = {"step": self.step, **stats, "seconds": done_before + time.perf_counter() - start,
+                           "lr_des": self.opts.descriptor.param_groups[0]["lr"],
+                           "lr_gen": self.opts.generator.param_groups[0]["lr"],
+                           "step_size": self.config.step_size}
                     if self.run_dir is not None and self.dist.is_main:
                         self._log(row)
                     self._periodic()
@@ -426,10 +430,15 @@ class Trainer:
                         if self.run_dir is not None:
                             self.save_checkpoint()
                         raise KeyboardInterrupt
+        except DivergenceError:
+            self.write_curves()  # the curves show how it went wrong
+            raise
         finally:
             bar.close()
         if self.run_dir is not None and self._saved_step != self.step:
             self._snapshot()
+        if self._curves_step != self.step:
+            self.write_curves()
         return self.model
 
     def _sampler(self, data: Any) -> Any:
@@ -446,6 +455,17 @@ class Trainer:
         if (self.run_dir is not None and self.dist.is_main and self.step % cfg.preview_every == 0
                 and self.on_preview is not None):
             self.on_preview(self.run_dir / "samples", self.step, self.preview())
+            self.write_curves()
+
+    def write_curves(self) -> None:
+        """Redraw ``curves.png`` from metrics.csv (rank 0 of a run with a folder only)."""
+        if self.run_dir is None or not self.dist.is_main:
+            return
+        from .curves import plot_curves, read_rows
+
+        plot_curves(read_rows(self._metrics_path()), self.run_dir / "curves.png",
+                    title=f"{self.run_dir.name}, step {self.step}", diverge_rms=self.base_config.diverge_rms)
+        self._curves_step = self.step
 
     def _elapsed_before(self) -> float:
         """Wall seconds already spent in this run (from its metrics), so 'seconds' accumulates."""

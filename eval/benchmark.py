@@ -804,6 +804,9 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
     }
     paths["results.json"] = out / "results.json"
     _write_json(paths["results.json"], _clean(results))
+    from eval.report import write_report
+
+    paths["report.html"] = write_report(out, _clean(results), clip_results, st, text)
     return Report(text=text, markdown=markdown, results=_clean(results), paths=paths,
                   wall_seconds=wall)
 

@@ -104,7 +104,7 @@ def test_metrics_file_has_energies(tmp_path):
     with (tmp_path / "metrics.csv").open() as fh:
         header = next(csv.reader(fh))
     assert header == ["step", "des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms", "seconds",
-                      "event"]
+                      "lr_des", "lr_gen", "step_size", "event"]
 
 
 # -- divergence ------------------------------------------------------------------------------
