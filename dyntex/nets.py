@@ -261,34 +261,82 @@ def build_fast(frames: int, size: int, channels: int = 3, latent_channels: int =
 # ----------------------------------------------------------------------------------------------
 # Multi-scale, fully convolutional networks
 # ----------------------------------------------------------------------------------------------
-class FieldGenerator(Generator):
-    """A generator whose latent X is a spatio-temporal field (C, t, S/down, S/down).
+def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, C r^3, t, h, w) -> (B, C, r t, r h, r w): each cell's r^3 channels become an r x r x r
+    block (the 3-D pixel shuffle)."""
+    b, c, t, h, w = x.shape
+    c //= r ** 3
+    x = x.reshape(b, c, r, r, r, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c, t * r, h * r, w * r)
 
-    ``layout`` (optional, learned) is a (channels, 1, S/down, S/down) map joined to X at every
-    latent frame: what the clip holds at a fixed place (a pot under the fire, a lake's shore).
-    Everything else is convolutional, so a larger latent field renders a larger clip.
+
+class GeneratorStage(nn.Module):
+    """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool):
+        super().__init__()
+        self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
+        self.conv = nn.Conv3d(c_in, c_out, 3, padding=1)
+        self.noise_weight = nn.Parameter(torch.full((1, c_out, 1, 1, 1), 0.2)) if noise else None
+        self.post = nn.Sequential(_batchnorm(c_out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv(self.up(x))
+        if self.noise_weight is not None:
+            x = x + self.noise_weight * noise
+        return self.post(x)
+
+
+class FieldGenerator(Generator):
+    """A generator whose latent X is a spatio-temporal field, with per-pixel noise at finer scales.
+
+    X is (C + sum_i 8^i, t, S/8, S/8): C channels of coarse latent factors, then, for each stage i
+    that takes noise, one noise map at that stage's resolution (2^i times finer in time and space)
+    packed into 8^i channels of the coarse grid (:func:`depth_to_space3d` unpacks it). As in
+    StyleGAN, each noise map is added to its stage's convolution output with a learned weight
+    per channel: the fine detail gets its own randomness. ``layout`` (optional, learned) is a
+    (channels, 1, S/8, S/8) map joined to the coarse factors at every latent frame: what the clip
+    holds at a fixed place. Everything else is convolutional, so a larger X renders a larger clip.
+    ``body`` is the last block (to RGB, tanh); ``stages`` come before it.
     """
 
-    def __init__(self, body: nn.Sequential, latent_channels: int, scale: int, offset: int,
-                 margin: int, frames: int, down: int, size: int, layout_channels: int):
-        super().__init__(body, latent_channels, scale, offset, margin, frames)
-        self.down, self.size = down, size
-        self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // down, size // down))
+    def __init__(self, stages: list[GeneratorStage], head: nn.Sequential, latent_channels: int,
+                 margin: int, frames: int, size: int, layout_channels: int):
+        self.noise_levels = [i for i, st in enumerate(stages) if st.noise_weight is not None]
+        packed = latent_channels + sum(8 ** i for i in self.noise_levels)
+        super().__init__(head, packed, scale=4, offset=0, margin=margin, frames=frames)
+        self.factors = latent_channels
+        self.stages = nn.ModuleList(stages)
+        self.size = size
+        self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // 8, size // 8))
                        if layout_channels else None)
 
     def latent_shape(self, frames: int | None = None, size: int | None = None
                      ) -> tuple[int, int, int, int]:
-        side = (size or self.size) // self.down
+        side = (size or self.size) // 8
         return (self.latent_channels, self.latent_frames(frames), side, side)
 
     def forward(self, z: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        x, packed = z[:, :self.factors], z[:, self.factors:]
+        noise, c = {}, 0
+        for i in self.noise_levels:
+            noise[i] = depth_to_space3d(packed[:, c:c + 8 ** i], 2 ** i)
+            c += 8 ** i
         if self.layout is not None:
             layout = self.layout
-            if layout.shape[-2:] != z.shape[-2:]:  # another size: stretch the layout to it
-                layout = nn.functional.interpolate(layout[:, :, 0], size=z.shape[-2:],
+            if layout.shape[-2:] != x.shape[-2:]:  # another size: stretch the layout to it
+                layout = nn.functional.interpolate(layout[:, :, 0], size=x.shape[-2:],
                                                    mode="bilinear", align_corners=False)[:, :, None]
-            z = torch.cat([z, layout.expand(z.shape[0], -1, z.shape[2], -1, -1)], 1)
-        return super().forward(z, frames)
+            x = torch.cat([x, layout.expand(x.shape[0], -1, x.shape[2], -1, -1)], 1)
+        for i, stage in enumerate(self.stages):
+            x = stage(x, noise.get(i))
+        y = self.body(x)
+        frames = frames or self.frames
+        start = (y.shape[2] - frames) // 2
+        if start < 0:
+            raise ConfigError(f"latent of length {z.shape[2]} renders {y.shape[2]} frames, "
+                              f"fewer than the {frames} asked for")
+        return y[:, :, start:start + frames]
 
 
 class MultiScaleDescriptor(Descriptor):
@@ -344,18 +392,16 @@ MS_MARGIN = 4              # frames rendered and dropped at each end (as FAST_MA
 
 def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels: int = 16,
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
-                     des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True
-                     ) -> tuple[Descriptor, Generator]:
+                     des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
+                     noise: bool = True) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
-    gen = FieldGenerator(nn.Sequential(
-        nn.Conv3d(latent_channels + layout_channels, g0, 3, padding=1), _batchnorm(g0), nn.ReLU(),
-        Upsample((2, 2, 2)), nn.Conv3d(g0, g1, 3, padding=1), _batchnorm(g1), nn.ReLU(),
-        Upsample((2, 2, 2)), nn.Conv3d(g1, g2, 3, padding=1), _batchnorm(g2), nn.ReLU(),
-        nn.Conv3d(g2, channels * 4, 3, padding=1), PixelShuffle3d(2), nn.Tanh(),
-    ), latent_channels, scale=4, offset=0, margin=MS_MARGIN, frames=frames, down=8, size=size,
-        layout_channels=layout_channels)
+    stages = [GeneratorStage(latent_channels + layout_channels, g0, upsample=False, noise=False),
+              GeneratorStage(g0, g1, upsample=True, noise=noise),
+              GeneratorStage(g1, g2, upsample=True, noise=noise)]
+    head = nn.Sequential(nn.Conv3d(g2, channels * 4, 3, padding=1), PixelShuffle3d(2), nn.Tanh())
+    gen = FieldGenerator(stages, head, latent_channels, MS_MARGIN, frames, size, layout_channels)
     _init_normal(gen, 0.02)
     d0, d1, d2 = des_channels
     trunk, heads, c_in = [], [], channels
