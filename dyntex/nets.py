@@ -340,26 +340,38 @@ class FieldGenerator(Generator):
 
 
 class MultiScaleDescriptor(Descriptor):
-    """f(Y) = sum over scales s of sum_positions w_s . h_s(Y) (+ a spatially fully-connected term).
+    """f(Y) = sum over scales s of sum_positions w_s . h_s(Y) (+ a spatially fully-connected term)
+    (+ the same on the temporal differences of Y).
 
     h_s are the ReLU feature maps of a strided convolutional trunk; each scale contributes the
     summed response of a 1x1x1 head, so the energy matches local statistics at every scale (the
     FRAME / STGConvNet view of f), and an optional last layer fully connected in space (as the
-    paper's FC_S) adds the fixed layout of the frame.
+    paper's FC_S) adds the fixed layout of the frame. ``motion``: a second, narrower trunk with
+    its own heads sees D(Y) = Y[t+1] - Y[t] (a linear map of Y, so f stays a function of the clip
+    whose input gradient is D's adjoint applied to the branch's), the texture of the motion.
     """
 
-    def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None):
+    def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None,
+                 motion: tuple[list[nn.Module], list[nn.Module]] | None = None):
         nn.Module.__init__(self)
         self.trunk, self.heads, self.fc = nn.ModuleList(trunk), nn.ModuleList(heads), fc
+        self.motion_trunk = nn.ModuleList(motion[0]) if motion else None
+        self.motion_heads = nn.ModuleList(motion[1]) if motion else None
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        f = y.new_zeros(y.shape[0])
-        h = y
-        for block, head in zip(self.trunk, self.heads):
+    @staticmethod
+    def _pyramid(h: torch.Tensor, trunk: nn.ModuleList, heads: nn.ModuleList) -> tuple:
+        f = h.new_zeros(h.shape[0])
+        for block, head in zip(trunk, heads):
             h = block(h)
             f = f + head(h).flatten(1).sum(1)
+        return f, h
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        f, h = self._pyramid(y, self.trunk, self.heads)
         if self.fc is not None:
             f = f + self.fc(h).flatten(1).sum(1)
+        if self.motion_trunk is not None:
+            f = f + self._pyramid(y[:, :, 1:] - y[:, :, :-1], self.motion_trunk, self.motion_heads)[0]
         return f
 
 
@@ -393,26 +405,33 @@ MS_MARGIN = 4              # frames rendered and dropped at each end (as FAST_MA
 def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels: int = 16,
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
-                     noise: bool = True) -> tuple[Descriptor, Generator]:
+                     noise: bool = True, motion_channels: tuple[int, ...] | None = None
+                     ) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     stages = [GeneratorStage(latent_channels + layout_channels, g0, upsample=False, noise=False),
               GeneratorStage(g0, g1, upsample=True, noise=noise),
               GeneratorStage(g1, g2, upsample=True, noise=noise)]
-    head = nn.Sequential(nn.Conv3d(g2, channels * 4, 3, padding=1), PixelShuffle3d(2), nn.Tanh())
+    # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
+    # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
+    head = nn.Sequential(nn.ConvTranspose3d(g2, channels, (3, 4, 4), stride=(1, 2, 2), padding=1),
+                         nn.Tanh())
     gen = FieldGenerator(stages, head, latent_channels, MS_MARGIN, frames, size, layout_channels)
     _init_normal(gen, 0.02)
-    d0, d1, d2 = des_channels
-    trunk, heads, c_in = [], [], channels
-    for c in des_channels:
-        # kernel 4 at stride 2, replicate padding: every pixel and frame reached evenly (as fast)
-        trunk.append(nn.Sequential(nn.Conv3d(c_in, c, 4, stride=2, padding=1,
-                                             padding_mode="replicate"), nn.ReLU()))
-        heads.append(nn.Conv3d(c, 1, 1))
-        c_in = c
-    fc = nn.Conv3d(d2, 16, (1, size // 8, size // 8)) if des_fc else None
-    des = MultiScaleDescriptor(trunk, heads, fc)
+    def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
+        trunk, heads, c_in = [], [], channels
+        for c in widths:
+            # kernel 4 at stride 2, replicate padding: every pixel and frame reached evenly (as fast)
+            trunk.append(nn.Sequential(nn.Conv3d(c_in, c, 4, stride=2, padding=1,
+                                                 padding_mode="replicate"), nn.ReLU()))
+            heads.append(nn.Conv3d(c, 1, 1))
+            c_in = c
+        return trunk, heads
+
+    trunk, heads = pyramid(des_channels)
+    fc = nn.Conv3d(des_channels[-1], 16, (1, size // 8, size // 8)) if des_fc else None
+    des = MultiScaleDescriptor(trunk, heads, fc, pyramid(motion_channels) if motion_channels else None)
     _init_normal(des, 0.001)
     return des, gen
 
