@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from dyntex import fastops
+from dyntex.fastops import in_backward
 from dyntex.config import make_config
 from dyntex.coop import CoopNets, Optimizers, train_step
 from dyntex.nets import build_nets
@@ -387,7 +388,7 @@ def test_fully_connected_weights_stepped_in_slices_during_backward_are_the_same_
     # train_step steps the spatially fully-connected weights (generator and descriptor) slice by
     # slice inside their backward passes (fastops.step_in_backward); with `sync` (here the
     # identity) the whole gradients are made and stepped after. Tiny slices: 8 per weight.
-    monkeypatch.setattr(fastops, "STEP_SLICE_BYTES", 4096)
+    monkeypatch.setattr(in_backward, "STEP_SLICE_BYTES", 4096)
     torch.manual_seed(0)
     cfg = make_config(arch, frames=frames, size=16)
     sliced = CoopNets(cfg)
@@ -421,7 +422,19 @@ def test_fully_connected_weights_stepped_in_slices_during_backward_are_the_same_
         assert float(st1["step"]) == float(st0["step"]) == 2
         for key in ("exp_avg", "exp_avg_sq"):
             assert st1[key].stride() == w1.stride() and same(st1[key], st0[key]), key
-    # other optimisers (here SGD) get the gradient as usual
-    with fastops.step_in_backward(torch.optim.SGD(sliced.generator.parameters(), lr=0.1)):
-        (sliced.generator(sliced.draw_latents(2)) ** 2).sum().backward()
-    assert w_gen.grad is not None and w_gen.grad.shape == w_gen.shape
+    # other optimisers (here SGD) get whole gradients, stepped by the post-accumulate-grad hooks:
+    # the same update as backward(); step()
+    z = sliced.draw_latents(2, generator=torch.Generator().manual_seed(3))
+    ref = copy.deepcopy(sliced.generator)
+    sgd_ref = torch.optim.SGD(ref.parameters(), lr=0.1)
+    (ref(z) ** 2).sum().backward()
+    sgd_ref.step()
+    made.clear()
+    sgd = torch.optim.SGD(sliced.generator.parameters(), lr=0.1)
+    with fastops.step_in_backward(sgd, sliced.generator):
+        (sliced.generator(z) ** 2).sum().backward()
+    assert not [m for m in made if m[2]]                      # no slices: a whole gradient
+    assert all(p.grad is None for p in sliced.generator.parameters())
+    for a, b in zip(sliced.generator.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+    assert sliced.generator.body[i_gen].weight_stepper is None   # removed on exit
