@@ -236,15 +236,18 @@ def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path
     text = page.read_text()
     summary = text.split('<table id="summary">')[1].split("</table>")[0]
     labels = re.findall(r"<tr(?: class=\"ref\")?><td>([^<]+)</td>", summary)
-    assert labels == ["LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"]
-    assert summary.count('class="ref"') == 2
+    calibration = ["noise", "phase-randomised", "shuffled", "frozen"]
+    assert labels == ["LDS (continuation)", "HOSVD (continuation)", "FFT-LDS (continuation)",
+                      "mean frame", "next window", *calibration]
+    assert summary.count('class="ref"') == 2 + len(calibration)
     assert "clip <b>stub</b> skipped: only 5 frames" in text
-    assert "clip <b>water</b>, HOSVD failed: HOSVD broke on purpose" in text
+    assert "clip <b>water</b>, HOSVD (continuation) failed: HOSVD broke on purpose" in text
     links = local_links(page)
     assert all((tmp_path / link).exists() for link in links)
     videos = re.findall(r'<video src="([^"]+)" autoplay loop muted playsinline>', text)
     assert [Path(v).name.split("-")[0] for v in videos] == ["observed", "lds", "fftlds", "meanframe",
-                                                              "nextwindow"]
+                                                              "nextwindow", "noise", "phase",
+                                                              "shuffled", "frozen"]
     assert len(re.findall(r'<img class="chart"', text)) == len(bm.COLUMNS)
     assert "<h2>Legend</h2>" in text and "<b>next window</b>:" in text
     # A rerun from the cache rewrites no media; files the page no longer shows are removed.
@@ -291,7 +294,9 @@ def test_reports_play_in_chromium(water_dir: Path, tmp_path: Path) -> None:
                               progress=False)
     seen = _check_in_chromium(report.paths["report.html"], tmp_path / "bench.png", min_videos=7)
     summary = next(t for t in seen["tables"] if t["id"] == "summary")
-    assert summary["rows"] == ["CoopNets", "LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"]
+    assert summary["rows"] == ["CoopNets", "LDS (continuation)", "HOSVD (continuation)",
+                               "FFT-LDS (continuation)", "mean frame", "next window", "noise",
+                               "phase-randomised", "shuffled", "frozen"]
     assert "stub skipped: only 5 frames" in seen["text"]
     assert any(b["tag"] == "video" for b in seen["boxes"])                 # videos on the first screen
 
