@@ -1,6 +1,6 @@
 """The ``dyntex`` command: parses options, calls the library, turns its errors into one line.
 
-No maths here: every job lives in :mod:`dyntex.api` (and :mod:`eval.benchmark`).
+No maths here: every job lives in :mod:`dyntex.api` (and :mod:`dyntex.eval.benchmark`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
+from dyntex import allocator
 from dyntex.config import PRESETS, config_from_sources, load_config_file
-from dyntex.errors import DyntexError
+from dyntex.errors import DyntexError, InputWarning
 
 # Exit codes: 1 = bad input / settings / outputs (one line on stderr), 130 = interrupted.
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -58,10 +59,8 @@ def _fail(message: str, code: int) -> None:
 @click.version_option(package_name="dyntex")
 def main(debug: bool) -> None:
     """dyntex: learn dynamic textures from video (CoopNets) and synthesize new clips."""
+    allocator.configure()  # before anything imports torch (dyntex.allocator says why)
     if not debug:
-        warnings.simplefilter("ignore", category=UserWarning)
-        from dyntex.video import InputWarning
-
         warnings.simplefilter("always", category=InputWarning)
         warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
 
@@ -204,7 +203,7 @@ def report(run_dir: Path) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
     """Compare CoopNets with LDS, HOSVD and FFT-LDS on the clips in DATA_DIR."""
-    from eval.benchmark import run_benchmark
+    from dyntex.eval.benchmark import run_benchmark
 
     try:
         report = run_benchmark(data_dir, out, progress=not quiet, **options)
@@ -246,8 +245,14 @@ def speed(no_fastops: bool, no_calibration: bool, no_baselines: bool, as_json: b
     from dyntex.speed import format_table, measure
 
     say = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    result = measure(fast_ops=not no_fastops, calibration=not no_calibration,
-                     baselines=not no_baselines, progress=say, **options)
+    result = measure(fast_ops=not no_fastops, calibration=not no_calibration, progress=say,
+                     **options)
+    if not no_baselines:
+        from dyntex.eval.baselines import timing
+
+        if say:
+            say("LDS / HOSVD baselines")
+        result.update(timing())
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 

@@ -38,14 +38,17 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: reading video needs none
+    import torch
 
 import av
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
-from dyntex.errors import ConfigError, InputError, OutputError
+from dyntex.errors import ConfigError, InputError, InputWarning, OutputError
 from dyntex.fileio import atomic_path, reason
 
 _WRITE_ERRORS = (OSError, av.FFmpegError)  # what a failed write raises: one-line OutputErrors
@@ -84,6 +87,8 @@ class PixelMapping:
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Map pixel values in [0, 255] to model values in [-1, 1] (float32)."""
+        import torch
+
         return pixels.to(torch.float32) / self.scale - self.shift
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,10 +98,6 @@ class PixelMapping:
 
 PIXEL_TO_MODEL = PixelMapping()
 """The single global value mapping: [0, 255] -> [-1, 1]."""
-
-
-class InputWarning(UserWarning):
-    """An input was usable only in part (truncated file, skipped entries of a folder)."""
 
 
 @dataclass
@@ -121,6 +122,8 @@ class Video:
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
     """uint8 ``(T, H, W, C)`` (or ``(B, T, H, W, C)``) -> float32 ``(C, T, H, W)`` (``(B, C, ...)``) in [-1, 1]."""
+    import torch
+
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim not in (4, 5):
         raise TypeError("to_model expects a uint8 numpy array (T, H, W, C) or (B, T, H, W, C)")
     x = PIXEL_TO_MODEL.forward(torch.from_numpy(np.ascontiguousarray(frames)))
@@ -132,6 +135,8 @@ def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
     Values are clamped to [-1, 1] and rounded to the nearest pixel value.
     """
+    import torch
+
     x = torch.as_tensor(x).detach().to("cpu", torch.float32)
     if x.ndim not in (4, 5):
         raise TypeError("from_model expects (C, T, H, W) or (B, C, T, H, W)")
@@ -146,6 +151,8 @@ def to_unit(x: torch.Tensor | np.ndarray) -> np.ndarray:
     model values ``(C, T, H, W)`` / ``(B, C, T, H, W)`` and mapped with ``(x + 1) / 2`` (clamped),
     which agrees exactly with ``pixel / 255`` for ``x = to_model(pixel)``.
     """
+    import torch
+
     if isinstance(x, np.ndarray) and x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
     x = torch.as_tensor(x).detach().to("cpu", torch.float32)

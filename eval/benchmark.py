@@ -2,7 +2,7 @@
 
 Protocol (the README's "Benchmark" section says why it is built this way):
 
-* Each clip: the first T frames, loaded by :mod:`eval.loading` (``/ 255``, INTER_AREA so the
+* Each clip: the first T frames, loaded by :mod:`dyntex.eval.loading` (``/ 255``, INTER_AREA so the
   shorter side is S, centre crop). A clip with fewer than T frames is used at its own length,
   rounded down to a multiple of 4 so that every method can run on it; below 8 frames it is
   skipped, with the reason in the tables.
@@ -10,10 +10,10 @@ Protocol (the README's "Benchmark" section says why it is built this way):
   baselines roll out *with* their noise term (``noise=False``: the deterministic rollout,
   labelled "reconstruction") in two rows each: ``lds`` from the state fitted to frame 1 (the
   "continuation") and ``lds-new`` from a draw of the fitted model's stationary distribution (a
-  "new sample", like CoopNets' samples; :func:`eval.baselines.lds.stationary_start`), the same
+  "new sample", like CoopNets' samples; :func:`dyntex.eval.baselines.lds.stationary_start`), the same
   for ``hosvd`` and ``fftlds``; sample k uses its own ``np.random.default_rng(seed * K + k)``. CoopNets trains the given preset on the observed clip
   (``window="first"``) and draws K fresh latents from ``torch.Generator().manual_seed(seed)``.
-* Scores of a synthesized clip against the observed one (:mod:`eval.metrics`): PSNR and SSIM of
+* Scores of a synthesized clip against the observed one (:mod:`dyntex.eval.metrics`): PSNR and SSIM of
   frame t vs frame t (luma by default, RGB as an option; per-frame PSNR capped at 100 dB), the
   spectrum, motion and colour distances, the Portilla-Simoncelli appearance and dynamics
   distances, the diversity of the K samples and memorisation (highest PSNR against any
@@ -21,7 +21,7 @@ Protocol (the README's "Benchmark" section says why it is built this way):
   the tables show means over clips.
 * Reference rows: "mean frame" (every frame = the observed mean frame) and "next window" (the
   real frames T+1..2T against 1..T; only where the video has 2T frames), and the calibration
-  rows of :mod:`eval.calibration` (noise, phase-randomised, shuffled, frozen; one clip each,
+  rows of :mod:`dyntex.eval.calibration` (noise, phase-randomised, shuffled, frozen; one clip each,
   from ``np.random.default_rng((seed, i))``), which show what each statistic is fooled by.
 
 Results are cached per (clip, method, settings) under ``RESULTS_DIR/cache/`` (samples as
@@ -51,9 +51,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dyntex.errors import ConfigError, DyntexError, OutputError
-from eval import calibration, metrics
-from eval.baselines import BASELINES, hosvd
-from eval.loading import ClipSource, find_clips, read_head_tail
+from dyntex.eval import calibration, metrics
+from dyntex.eval.baselines import BASELINES, hosvd
+from dyntex.eval.loading import ClipSource, find_clips, read_head_tail
 
 __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", "Report",
            "Settings", "parse_list", "run_benchmark"]
@@ -804,7 +804,7 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
     }
     paths["results.json"] = out / "results.json"
     _write_json(paths["results.json"], _clean(results))
-    from eval.report import write_report
+    from dyntex.eval.report import write_report
 
     paths["report.html"] = write_report(out, _clean(results), clip_results, st, text)
     return Report(text=text, markdown=markdown, results=_clean(results), paths=paths,

@@ -42,7 +42,7 @@ def read_head_tail(path: str | os.PathLike, head: int, total: int, size: int
 
     The first ``head`` frames are decoded at full resolution and converted with
     :func:`unit_frames`. Frames ``head .. total - 1`` (only used to search for copies, see
-    :func:`eval.metrics.memorisation`) are resized while decoding (uint8, then ``/ 255``), so a
+    :func:`dyntex.eval.metrics.memorisation`) are resized while decoding (uint8, then ``/ 255``), so a
     long or high-resolution video never sits in memory at full size; they differ from the
     protocol's values by at most half a grey level.
 

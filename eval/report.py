@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dyntex.report import definitions, esc, href, number, page, table, write_html
-from eval import benchmark as bm
+from dyntex.eval import benchmark as bm
 
 CHART_VERSION = 3          # bump when the chart drawing changes, so cached charts are redrawn
 MEDIA = "report"           # folder beside report.html holding its videos and charts

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from dyntex.errors import ConfigError, InputError
-from eval.baselines import BASELINES, fftlds, hosvd, lds, run
-from eval.loading import load_clip
-from eval.metrics import psnr, ssim
+from dyntex.eval.baselines import BASELINES, fftlds, hosvd, lds, run
+from dyntex.eval.loading import load_clip
+from dyntex.eval.metrics import psnr, ssim
 
 MODULES = {"lds": lds, "hosvd": hosvd, "fftlds": fftlds}
 

@@ -1,4 +1,4 @@
-"""Tests of the benchmark (eval.benchmark, eval.loading) and the ``dyntex benchmark`` command."""
+"""Tests of the benchmark (dyntex.eval.benchmark, dyntex.eval.loading) and the ``dyntex benchmark`` command."""
 from __future__ import annotations
 
 import csv
@@ -10,13 +10,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-import eval.benchmark as bm
+import dyntex.eval.benchmark as bm
 from cli import main
 from dyntex.errors import ConfigError, InputError
 from dyntex.video import read_video, write_png, write_video
-from eval.baselines import BASELINES, Baseline
-from eval.loading import find_clips, load_clip, read_head_tail, unit_frames
-from eval.metrics import ssim
+from dyntex.eval.baselines import BASELINES, Baseline
+from dyntex.eval.loading import find_clips, load_clip, read_head_tail, unit_frames
+from dyntex.eval.metrics import ssim
 
 T, S, K = 12, 16, 2
 FAST = dict(frames=T, size=S, samples=K, progress=False, memo_frames=4 * T)

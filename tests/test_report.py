@@ -1,5 +1,5 @@
 """Reports: training curves (dyntex.curves), the run report (``dyntex report``), the benchmark's
-``report.html`` (eval.report), and both pages opened in headless Chromium."""
+``report.html`` (dyntex.eval.report), and both pages opened in headless Chromium."""
 from __future__ import annotations
 
 import io
@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import eval.benchmark as bm
+import dyntex.eval.benchmark as bm
 from cli import main
 from dyntex import curves
 from dyntex.api import preview_writer
@@ -22,7 +22,7 @@ from dyntex.errors import DivergenceError, InputError
 from dyntex.report import write_run_report
 from dyntex.trainer import Trainer, read_metrics
 from dyntex.video import read_video, write_video
-from eval.baselines import BASELINES
+from dyntex.eval.baselines import BASELINES
 from tests.browser import chromium_path
 from tests.test_trainer import _clips, _inject
 

@@ -33,7 +33,7 @@ def test_iteration_flops_add_up_and_scale_with_langevin_steps():
 
 def test_measure_reports_consistent_figures():
     r = measure("fast", frames=8, size=16, chains=1, langevin_steps=2, iters=1, warmup=0,
-                calibration=False, baselines=False, threads=1)
+                calibration=False, threads=1)
     assert r["frames"] == 8 and r["size"] == 16 and r["chains"] == 1
     assert r["iteration_seconds"] > 0 and r["peak_rss_gb"] > 0
     assert abs(r["achieved_gflops"] - r["flops"]["total"] / r["iteration_seconds"] / 1e9) < 1e-6
@@ -51,13 +51,3 @@ def test_cli_speed_json_and_bad_values():
     assert report["gflop_per_iteration"] > 0 and isinstance(report["huge_page_alloc"], bool)
     r = runner.invoke(main, ["speed", "--preset", "fast", "--iters", "0"])
     assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.output
-
-
-def test_importing_dyntex_turns_on_huge_page_allocation_unless_the_user_chose():
-    code = "import os, dyntex; print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    assert out.stdout.split()[0] == "1"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**env, "THP_MEM_ALLOC_ENABLE": "0"})
-    assert out.stdout.split()[0] == "0"
