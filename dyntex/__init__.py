@@ -12,7 +12,7 @@ from typing import Any
 # public name -> the module that defines it
 _EXPORTS = {
     "Config": "config", "make_config": "config", "CoopNets": "coop", "DyntexError": "errors",
-    "Trainer": "trainer", "load_model": "trainer", "load_inputs": "clips",
+    "Trainer": "trainer", "load_model": "trainer", "load_inputs": "inputs",
 }
 
 __all__ = sorted(_EXPORTS)

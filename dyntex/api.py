@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from . import distributed
-from .clips import WindowSampler, fps_of, load_inputs
+from .clips import WindowSampler
 from .config import Config, make_config
 from .errors import ConfigError, OutputError
+from .inputs import fps_of, load_inputs
 from .report import write_run_report
 from .trainer import Trainer, load_model
-from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, write_outputs, write_png, write_video
+from .video import (OUTPUT_FORMATS, Video, contact_sheet, from_model, to_pixels, write_outputs, write_png,
+                    write_video)
 
 
 def preview_writer(fps: float, observed: np.ndarray | None = None):
@@ -58,7 +60,7 @@ def check_output_folder(out: str | Path) -> None:
 def train(inputs: str | Path | list[Video], out: str | Path, config: Config, resume: bool = False,
           progress: bool = False) -> Trainer:
     """Train into run folder ``out`` on ``inputs``: a path (video file, gif, frame folder or a
-    folder of those) or videos already decoded with :func:`dyntex.clips.load_inputs`.
+    folder of those) or videos already decoded with :func:`dyntex.inputs.load_inputs`.
 
     Inputs and the output folder are checked before the run folder is touched, so bad input
     leaves nothing behind."""
@@ -73,7 +75,7 @@ def train(inputs: str | Path | list[Video], out: str | Path, config: Config, res
     try:
         trainer = Trainer(config, run_dir=out, resume=resume, progress=progress,
                           meta={"fps": fps, "source": source},
-                          on_preview=preview_writer(fps, videos[0].frames[: config.frames]))
+                          on_preview=preview_writer(fps, to_pixels(videos[0].frames[: config.frames])))
         trainer.fit(videos)
     finally:
         if started:
@@ -121,7 +123,7 @@ def demo(out: str | Path, iters: int | None = None, progress: bool = True, **ove
     fps = trainer.meta.get("fps", 25.0)
     for i, s in enumerate(samples):
         write_outputs(out, f"sample_{i:03d}", s, fps, ("mp4", "gif"))
-    observed = videos[0].frames[: cfg.frames]
+    observed = to_pixels(videos[0].frames[: cfg.frames])
     sheet = write_png(out / "contact_sheet.png",
                       contact_sheet([observed, *samples], labels=["observed", "sample 1", "sample 2", "sample 3"]))
     return {"run": out / "run", "samples": out, "contact_sheet": sheet,

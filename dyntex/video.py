@@ -2,18 +2,19 @@
 
 Layouts
 -------
-- Pixel arrays are ``uint8`` numpy arrays ``(T, H, W, 3)`` (RGB).
-- Model tensors are ``float32`` torch tensors ``(C, T, H, W)`` or ``(B, C, T, H, W)`` in [-1, 1].
-- Metric / ``.npy`` arrays are ``float32`` ``(T, H, W, 3)`` in [0, 1].
+- Pixel arrays are ``uint8`` numpy arrays ``(T, H, W, 3)`` (RGB): what a video holds.
+- Unit arrays are ``float32`` ``(T, H, W, 3)`` in [0, 1] (``pixel / 255``): decoded and resized
+  frames, metrics, ``.npy`` files.
+- Model tensors are ``float32`` torch tensors ``(C, T, H, W)`` or ``(B, C, T, H, W)`` in [-1, 1]
+  (``2 * unit - 1``, that is ``pixel / 127.5 - 1``: :data:`PIXEL_TO_MODEL`).
 
-Values move between these spaces only through :data:`PIXEL_TO_MODEL` (``model = pixel / 127.5 - 1``)
-and ``pixel / 255`` for the unit range, never by per-frame or per-clip min/max rescaling, so a dim
-clip stays dim and a low-contrast clip stays low-contrast.
+Values move between these spaces only by these fixed maps, never by per-frame or per-clip
+min/max rescaling, so a dim clip stays dim and a low-contrast clip stays low-contrast.
 
 Reading (:func:`read_video`) goes through PyAV for every video container and animated GIF, and
 through Pillow for folders of frame images. Frames are converted to RGB and (when ``size`` is
-given) resized and centre-cropped one by one as they are decoded, so a high-resolution clip never
-sits in memory at full size.
+given) divided by 255, resized and centre-cropped one by one as they are decoded, so a
+high-resolution clip never sits in memory at full size.
 
 Truncated or corrupt files: if decoding fails after at least one frame was decoded, the frames
 decoded so far are kept and an :class:`InputWarning` says so; if nothing was decoded, an
@@ -105,7 +106,8 @@ class Video:
     """A decoded clip.
 
     Attributes:
-        frames: uint8 ``(T, H, W, 3)`` RGB frames.
+        frames: RGB frames ``(T, H, W, 3)``: uint8 pixels as decoded, or float32 in [0, 1] when
+            read with a ``size`` (divided by 255, then resized: see :func:`read_video`).
         fps: frame rate of the source (``DEFAULT_FPS`` for frame folders).
         name: file stem or folder name, for messages and output names.
         total_frames: frame count the source reports (``None`` if the container does not say).
@@ -121,13 +123,23 @@ class Video:
 
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``(T, H, W, C)`` (or ``(B, T, H, W, C)``) -> float32 ``(C, T, H, W)`` (``(B, C, ...)``) in [-1, 1]."""
+    """Pixel (uint8) or unit (float, [0, 1]) frames ``(T, H, W, C)`` / ``(B, T, H, W, C)`` ->
+    float32 model values ``(C, T, H, W)`` / ``(B, C, T, H, W)`` in [-1, 1]."""
     import torch
 
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim not in (4, 5):
-        raise TypeError("to_model expects a uint8 numpy array (T, H, W, C) or (B, T, H, W, C)")
-    x = PIXEL_TO_MODEL.forward(torch.from_numpy(np.ascontiguousarray(frames)))
+    if not isinstance(frames, np.ndarray) or frames.ndim not in (4, 5) or not (
+            frames.dtype == np.uint8 or np.issubdtype(frames.dtype, np.floating)):
+        raise TypeError("to_model expects uint8 or float frames (T, H, W, C) or (B, T, H, W, C)")
+    t = torch.from_numpy(np.ascontiguousarray(frames))
+    x = PIXEL_TO_MODEL.forward(t) if frames.dtype == np.uint8 else t.to(torch.float32) * 2.0 - 1.0
     return x.movedim(-1, -4).contiguous()
+
+
+def to_pixels(frames: np.ndarray) -> np.ndarray:
+    """Unit frames (float, [0, 1]) -> uint8 pixels (rounded, clipped); uint8 frames unchanged."""
+    if frames.dtype == np.uint8:
+        return frames
+    return np.clip(np.round(frames * np.float32(255.0)), 0, 255).astype(np.uint8)
 
 
 def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -220,9 +232,13 @@ class _FrameSink:
                              f"{self.max_pixels} pixels; downscale the video first")
 
     def add(self, rgb: np.ndarray) -> None:
-        """Append one uint8 (H, W, 3) frame, resized and cropped when a size was given."""
+        """Append one uint8 (H, W, 3) frame; with a size, divided by 255 first, then resized and
+        cropped (float32 in [0, 1]: the one input rule, see :mod:`dyntex.inputs`)."""
         if self.size is not None:
-            rgb = resize_crop(rgb, self.size)
+            unit = rgb.astype(np.float32)
+            unit /= np.float32(255.0)
+            # clipped: an enlarging (cubic) resize can overshoot; a shrinking one cannot
+            rgb = np.clip(resize_crop(unit, self.size), 0.0, 1.0)
         elif self.frames and rgb.shape != self.frames[0].shape:
             first = self.frames[0].shape
             raise InputError(f"{self.path}: frame {len(self.frames)} is {rgb.shape[1]}x{rgb.shape[0]} but "
@@ -349,14 +365,15 @@ def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Vid
 
 def read_video(path: str | os.PathLike, frames: int | None = None, size: int | None = None,
                start: int = 0, max_pixels: int = MAX_PIXELS, max_frames: int = MAX_FRAMES) -> Video:
-    """Decode a video file, animated GIF or folder of frame images into RGB uint8 frames.
+    """Decode a video file, animated GIF or folder of frame images into RGB frames.
 
     Args:
         path: a video file (anything PyAV decodes), a GIF, or a folder of frame images
             (png/jpg/bmp/tif, natural name order, ``DEFAULT_FPS``). A single image is refused.
         frames: keep at most this many frames; ``None`` keeps up to ``max_frames``.
-        size: if given, each frame is resized (shorter side = ``size``) and centre-cropped to
-            ``size x size`` as soon as it is decoded (see :func:`resize_crop`).
+        size: if given, each frame is divided by 255, then resized (shorter side = ``size``)
+            and centre-cropped to ``size x size`` as soon as it is decoded (see
+            :func:`resize_crop`): float32 frames in [0, 1]. Without it, uint8 frames as decoded.
         start: number of leading frames to skip.
         max_pixels: refuse frames with more pixels than this (checked from the stream header
             before decoding when the container reports it).

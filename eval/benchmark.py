@@ -50,10 +50,11 @@ import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from dyntex.errors import ConfigError, DyntexError, OutputError
+from dyntex.errors import ConfigError, DyntexError, InputError, OutputError
 from dyntex.eval import calibration, metrics
 from dyntex.eval.baselines import BASELINES, hosvd
-from dyntex.eval.loading import ClipSource, find_clips, read_head_tail
+from dyntex.eval.loading import read_head_tail
+from dyntex.inputs import ClipSource, find_clips
 
 __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", "Report",
            "Settings", "parse_list", "run_benchmark"]
@@ -71,7 +72,7 @@ LABELS = {"coop": "CoopNets", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS
 MIN_FRAMES = 8
 MIN_SIZE = 14                   # metrics.ps_setting: one pyramid scale holding a 7 x 7 window
 PSNR_CAP = 100.0
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the memorisation frames are loaded by the same rule as the observed ones
 # Scores cached under another version are redone: 2 added the Portilla-Simoncelli statistics,
 # 3 made SSIM the published one (Gaussian window).
 METRICS_VERSION = 3
@@ -758,6 +759,8 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
     start = time.perf_counter()
     out = Path(out)
     sources = find_clips(data_dir)
+    if all(s.skip for s in sources):
+        raise InputError(f"{data_dir}: no usable video, GIF or frame folder found")
     if st.clips:
         names = {s.name for s in sources}
         missing = [c for c in st.clips if c not in names]

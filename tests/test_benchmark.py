@@ -1,10 +1,12 @@
-"""Tests of the benchmark (dyntex.eval.benchmark, dyntex.eval.loading) and the ``dyntex benchmark`` command."""
+"""Tests of the benchmark (dyntex.eval.benchmark, dyntex.eval.loading) and the ``dyntex benchmark``
+command."""
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -15,7 +17,8 @@ from cli import main
 from dyntex.errors import ConfigError, InputError
 from dyntex.video import read_video, write_png, write_video
 from dyntex.eval.baselines import BASELINES, Baseline
-from dyntex.eval.loading import find_clips, load_clip, read_head_tail, unit_frames
+from dyntex.eval.loading import load_clip, read_head_tail
+from dyntex.inputs import find_clips
 from dyntex.eval.metrics import ssim
 
 T, S, K = 12, 16, 2
@@ -69,30 +72,38 @@ def clip_entry(report: bm.Report, name: str) -> dict:
 def test_find_clips_names_mask_and_frame_folders(data_dir: Path) -> None:
     clips = {c.name: c for c in find_clips(data_dir)}
     assert set(clips) == {"frames", "pond", "short", "tiny", "wave"}
-    assert clips["pond"].path.name == "pond_input.mp4"          # the mask video is skipped
+    assert clips["pond"].path.name == "pond_input.mp4"          # the mask video is skipped,
+    assert any("pond_mask.mp4" in n and "mask" in n for n in clips["pond"].notes)  # and said so
     assert clips["frames"].path == data_dir / "frames"
     assert all(c.skip is None for c in clips.values())
 
 
-def test_find_clips_refuses_bad_folders(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="no such folder"):
+def test_unusable_data_folders(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file or folder"):
         find_clips(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "readme.txt").write_text("x")
-    with pytest.raises(InputError, match="no clips found"):
-        find_clips(tmp_path / "empty")
+    assert find_clips(tmp_path / "empty") == []
+    with pytest.raises(InputError, match="no usable video, GIF or frame folder found"):
+        bm.run_benchmark(tmp_path / "empty", tmp_path / "out", methods="lds", **FAST)
 
 
 def test_loading_divides_before_resizing(data_dir: Path) -> None:
+    """The protocol written out here: uint8 frames / 255, then OpenCV INTER_AREA to the shorter
+    side S and the centre S x S (wave.mp4 is 40 x 40: no crop)."""
     clip = load_clip(data_dir / "wave.mp4", frames=T, size=S)
     assert clip.shape == (T, S, S, 3) and clip.dtype == np.float32
     raw = read_video(data_dir / "wave.mp4", frames=T).frames
-    np.testing.assert_array_equal(clip, unit_frames(raw, S))
-    rounded = read_video(data_dir / "wave.mp4", frames=T, size=S).frames / 255.0
-    assert 0 < np.abs(clip - rounded).max() <= 0.5 / 255 + 1e-6       # not uint8-resized
+    assert raw.dtype == np.uint8 and raw.shape[1:] == (40, 40, 3)
+    protocol = np.stack([cv2.resize(f.astype(np.float32) / np.float32(255.0), (S, S),
+                                    interpolation=cv2.INTER_AREA) for f in raw])
+    np.testing.assert_array_equal(clip, protocol)
+    uint8_first = np.stack([cv2.resize(f, (S, S), interpolation=cv2.INTER_AREA) for f in raw]) / 255
+    assert 0 < np.abs(clip - uint8_first).max() <= 0.5 / 255 + 1e-6     # not uint8-resized
     head, tail, fps, total = read_head_tail(data_dir / "wave.mp4", 2 * T, 30, S)
     assert head.shape[0] == 2 * T and tail.shape[0] == 30 - 2 * T and fps == 25
     np.testing.assert_array_equal(head[:T], clip)
+    np.testing.assert_array_equal(tail, load_clip(data_dir / "wave.mp4", 30, S)[2 * T:])
 
 
 # --------------------------------------------------------------------------- tables and files
@@ -333,7 +344,7 @@ def test_cli_bad_data_dir_is_one_line(tmp_path: Path) -> None:
                                        "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "no such folder" in lines[0]
+    assert len(lines) == 1 and "no such file or folder" in lines[0]
 
 
 # --------------------------------------------------------------------------- real clips

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Modules that work on numpy arrays only (torch is imported where CoopNets or the PS statistics
 # are actually used, inside functions).
-TORCH_FREE = ["dyntex", "dyntex.errors", "dyntex.config", "dyntex.video",
+TORCH_FREE = ["dyntex", "dyntex.errors", "dyntex.config", "dyntex.video", "dyntex.inputs",
               "dyntex.sample_data", "dyntex.eval.baselines", "dyntex.eval.baselines.lds",
               "dyntex.eval.baselines.hosvd", "dyntex.eval.baselines.fftlds",
               "dyntex.eval.calibration", "dyntex.eval.loading", "dyntex.eval.metrics",
