@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from . import distributed
@@ -19,20 +18,7 @@ from .errors import ConfigError, OutputError
 from .inputs import fps_of, load_inputs
 from .report import write_run_report
 from .trainer import Trainer, load_model
-from .video import (OUTPUT_FORMATS, Video, contact_sheet, from_model, to_pixels, write_outputs, write_png,
-                    write_video)
-
-
-def preview_writer(fps: float, observed: np.ndarray | None = None):
-    """A ``Trainer`` preview callback writing ``samples/step_N.gif`` and a contact sheet PNG."""
-
-    def write(folder: Path, step: int, clips: torch.Tensor) -> None:
-        frames = from_model(clips)
-        write_video(folder / f"step_{step:06d}.gif", np.concatenate(list(frames), axis=2), fps)
-        rows = ([observed] if observed is not None else []) + list(frames)
-        write_png(folder / f"step_{step:06d}.png", contact_sheet(rows))
-
-    return write
+from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, to_pixels, write_outputs, write_png
 
 
 def check_output_folder(out: str | Path) -> None:
@@ -66,7 +52,7 @@ def train(inputs: str | Path | list[Video], out: str | Path, config: Config, res
     leaves nothing behind."""
     check_output_folder(out)
     videos = inputs if isinstance(inputs, list) else load_inputs(inputs, config.frames, config.size)
-    WindowSampler(videos, config.frames, config.window, torch.Generator())  # too-short clips etc.
+    data = WindowSampler(videos, config.frames, config.window)  # refuses too-short clips etc.
     fps = fps_of(videos)
     source = ", ".join(v.name for v in videos) if isinstance(inputs, list) else str(inputs)
     joined_before = distributed.current().active
@@ -74,9 +60,8 @@ def train(inputs: str | Path | list[Video], out: str | Path, config: Config, res
     started = distributed.init_from_env(config.device).active and not joined_before
     try:
         trainer = Trainer(config, run_dir=out, resume=resume, progress=progress,
-                          meta={"fps": fps, "source": source},
-                          on_preview=preview_writer(fps, to_pixels(videos[0].frames[: config.frames])))
-        trainer.fit(videos)
+                          meta={"fps": fps, "source": source})
+        trainer.fit(data)
     finally:
         if started:
             distributed.shutdown()

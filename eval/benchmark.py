@@ -346,7 +346,7 @@ def _fit_coop(observed: np.ndarray, st: Settings, run_dir: Path) -> tuple[np.nda
 
     cfg = _coop_config(st, len(observed))
     x = torch.from_numpy(np.ascontiguousarray(observed)).permute(3, 0, 1, 2)[None] * 2.0 - 1.0
-    trainer = Trainer(cfg, run_dir=run_dir, resume=True, progress=st.progress)
+    trainer = Trainer(cfg, run_dir=run_dir, resume=True, progress=st.progress, previews=False)
     resumed_at = trainer.step
     t0 = time.perf_counter()
     model = trainer.fit(x)

@@ -16,7 +16,6 @@ from PIL import Image
 import dyntex.eval.benchmark as bm
 from cli import main
 from dyntex import curves
-from dyntex.api import preview_writer
 from dyntex.config import make_config
 from dyntex.errors import DivergenceError, InputError
 from dyntex.report import write_run_report
@@ -123,7 +122,7 @@ def test_training_redraws_curves_with_previews_and_at_the_end(tmp_path: Path, pl
     assert [(r["lr_des"], r["lr_gen"], r["step_size"]) for r in rows] == [(0.01, 2e-4, 0.002)] * 5
     # Without previews (as the benchmark trains): once, at the end. Without a run folder: never.
     plotted.clear()
-    Trainer(cfg.replace(iters=3), run_dir=tmp_path / "quiet").fit(_clips())
+    Trainer(cfg.replace(iters=3), run_dir=tmp_path / "quiet", previews=False).fit(_clips())
     Trainer(cfg.replace(iters=2)).fit(_clips())
     assert plotted == [(3, 0)] and (tmp_path / "quiet" / "curves.png").is_file()
 
@@ -131,7 +130,7 @@ def test_training_redraws_curves_with_previews_and_at_the_end(tmp_path: Path, pl
 def test_metrics_log_the_lowered_rate_after_a_divergence(tmp_path: Path, monkeypatch, plotted) -> None:
     cfg = make_config("tiny", window="random", iters=6, checkpoint_every=2)
     _inject(monkeypatch, {4}, "nan")                        # rolled back to step 2, lr_des halved
-    Trainer(cfg, run_dir=tmp_path / "recovered").fit(_clips())
+    Trainer(cfg, run_dir=tmp_path / "recovered", previews=False).fit(_clips())
     rows = read_metrics(tmp_path / "recovered")
     assert [r["lr_des"] for r in rows if not r["event"]] == [0.01] * 2 + [0.005] * 4
     assert plotted == [(6, 1)]
@@ -141,7 +140,7 @@ def test_a_run_that_gives_up_leaves_its_curves(tmp_path: Path, monkeypatch, plot
     _inject(monkeypatch, set(range(3, 100)), "nan")
     cfg = make_config("tiny", window="random", iters=6, checkpoint_every=2, diverge_retries=2)
     with pytest.raises(DivergenceError):
-        Trainer(cfg, run_dir=tmp_path).fit(_clips())
+        Trainer(cfg, run_dir=tmp_path, previews=False).fit(_clips())
     assert plotted == [(2, 2)] and (tmp_path / "curves.png").is_file()       # both recoveries on it
 
 
@@ -150,7 +149,7 @@ def test_a_run_that_gives_up_leaves_its_curves(tmp_path: Path, monkeypatch, plot
 
 def tiny_run(run: Path, iters: int = 4) -> Path:
     cfg = make_config("tiny", window="random", iters=iters, preview_every=2, checkpoint_every=2)
-    Trainer(cfg, run_dir=run, on_preview=preview_writer(25.0)).fit(_clips())
+    Trainer(cfg, run_dir=run).fit(_clips())                        # previews by default
     return run
 
 
