@@ -163,8 +163,8 @@ STAT_NAMES = ("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms"
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
                          scale: float = 1.0, after_generator: Callable[[], None] | None = None
                          ) -> Tensor:
-    """Steps G0-G2 of Algorithm 1 up to the parameter gradients, added (times ``scale``) to the
-    ``.grad`` of both networks. Returns the stats as one tensor (see ``STAT_NAMES``).
+    """Steps G0, D1, G1, D2 and G2 of Algorithm 1 up to the parameter gradients, added (times
+    ``scale``) to the ``.grad`` of both networks. Returns the stats as one tensor (``STAT_NAMES``).
 
     ``after_generator``, if given, is called once the generator's gradient is complete and before
     the descriptor's is computed (to update the generator and free its gradient early); without
