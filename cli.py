@@ -69,7 +69,7 @@ def _training_options(f):
     """Options that override the config (None = not given, so the preset/config file decides)."""
     opts = [
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Starting settings: fast (default, ~10 min on a laptop CPU), paper "
+                     help="Starting settings: fast (default, made for a laptop CPU), paper "
                           "(the authors' exact Exp. 7 networks, 64 x 128^2), tiny (smoke tests)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="JSON file of settings (keys as in RUN_DIR/config.json)."),
@@ -106,7 +106,8 @@ _OVERRIDES = ("frames", "size", "window", "iters", "chains", "langevin_steps", "
 @_training_options
 def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | None,
           config_file: Path | None, **flags: Any) -> None:
-    """Train a CoopNets model on INPUT (a video, a gif, a folder of frames, or a folder of those)."""
+    """Train a CoopNets model on INPUT (a video, a gif, a folder of frames, or a folder of clips;
+    mask videos are skipped)."""
     from dyntex import api
 
     saved = out / "config.json"
