@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import dyntex.eval.benchmark as bm
+import dyntex.eval.runs as runs
 from cli import main
 from dyntex.errors import ConfigError, InputError
 from dyntex.sample_data import render_water
@@ -254,7 +255,7 @@ def test_rerun_uses_the_cache(data_dir: Path, tmp_path: Path, monkeypatch) -> No
         b = BASELINES[name]
         return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
 
-    monkeypatch.setattr(bm, "BASELINES", {n: counting(n) for n in BASELINES})
+    monkeypatch.setattr(runs, "BASELINES", {n: counting(n) for n in BASELINES})
     second = bm.run_benchmark(data_dir, tmp_path, **kw)
     assert calls == []
     for name in ("wave", "short"):
@@ -279,7 +280,7 @@ def test_new_sample_rows(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
         b = BASELINES[name]
         return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
 
-    monkeypatch.setattr(bm, "BASELINES", {n: counting(n) for n in BASELINES})
+    monkeypatch.setattr(runs, "BASELINES", {n: counting(n) for n in BASELINES})
     both = bm.run_benchmark(data_dir, tmp_path, methods="lds,lds-new,hosvd,hosvd-new,fftlds-new",
                             **kw)
     assert sorted(calls) == ["fftlds", "hosvd", "lds"]              # continuations were cached

@@ -17,6 +17,7 @@ TORCH_FREE = ["dyntex", "dyntex.errors", "dyntex.config", "dyntex.video", "dynte
               "dyntex.sample_data", "dyntex.eval.baselines", "dyntex.eval.baselines.lds",
               "dyntex.eval.baselines.hosvd", "dyntex.eval.baselines.fftlds",
               "dyntex.eval.calibration", "dyntex.eval.loading", "dyntex.eval.metrics",
+              "dyntex.eval.settings", "dyntex.eval.runs", "dyntex.eval.tables",
               "dyntex.eval.benchmark"]
 
 

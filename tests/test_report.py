@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 import dyntex.eval.benchmark as bm
+import dyntex.eval.runs as runs
 from cli import main
 from dyntex import curves
 from dyntex.config import make_config
@@ -227,7 +228,7 @@ def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path
     def broken(*a, **k):
         raise InputError("HOSVD broke on purpose")
 
-    monkeypatch.setattr(bm, "BASELINES", {**BASELINES, "hosvd": BASELINES["hosvd"]._replace(fit=broken)})
+    monkeypatch.setattr(runs, "BASELINES", {**BASELINES, "hosvd": BASELINES["hosvd"]._replace(fit=broken)})
     kw = dict(frames=16, size=16, samples=2, progress=False)
     report = bm.run_benchmark(water_dir, tmp_path, methods="lds,hosvd,fftlds", **kw)
     page = report.paths["report.html"]
