@@ -1,6 +1,6 @@
 """The ``dyntex`` command: parses options, calls the library, turns its errors into one line.
 
-No maths here: every job lives in :mod:`dyntex.api` (and :mod:`eval.benchmark`).
+No maths here: every job lives in :mod:`dyntex.api` (and :mod:`dyntex.eval.benchmark`).
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import click
 
+from dyntex import allocator
 from dyntex.config import PRESETS, config_from_sources, load_config_file
-from dyntex.errors import DyntexError
+from dyntex.errors import DyntexError, InputWarning
 
 # Exit codes: 1 = bad input / settings / outputs (one line on stderr), 130 = interrupted.
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
@@ -58,10 +59,8 @@ def _fail(message: str, code: int) -> None:
 @click.version_option(package_name="dyntex")
 def main(debug: bool) -> None:
     """dyntex: learn dynamic textures from video (CoopNets) and synthesize new clips."""
+    allocator.configure()  # before anything imports torch (dyntex.allocator says why)
     if not debug:
-        warnings.simplefilter("ignore", category=UserWarning)
-        from dyntex.video import InputWarning
-
         warnings.simplefilter("always", category=InputWarning)
         warnings.showwarning = lambda msg, *a, **k: click.echo(f"warning: {msg}", err=True)
 
@@ -70,7 +69,7 @@ def _training_options(f):
     """Options that override the config (None = not given, so the preset/config file decides)."""
     opts = [
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Starting settings: fast (default, ~10 min on a laptop CPU), paper "
+                     help="Starting settings: fast (default, made for a laptop CPU), paper "
                           "(the authors' exact Exp. 7 networks, 64 x 128^2), tiny (smoke tests)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="JSON file of settings (keys as in RUN_DIR/config.json)."),
@@ -107,7 +106,8 @@ _OVERRIDES = ("frames", "size", "window", "iters", "chains", "langevin_steps", "
 @_training_options
 def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | None,
           config_file: Path | None, **flags: Any) -> None:
-    """Train a CoopNets model on INPUT (a video, a gif, a folder of frames, or a folder of those)."""
+    """Train a CoopNets model on INPUT (a video, a gif, a folder of frames, or a folder of clips;
+    mask videos are skipped)."""
     from dyntex import api
 
     saved = out / "config.json"
@@ -204,7 +204,7 @@ def report(run_dir: Path) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
     """Compare CoopNets with LDS, HOSVD and FFT-LDS on the clips in DATA_DIR."""
-    from eval.benchmark import run_benchmark
+    from dyntex.eval.benchmark import run_benchmark
 
     try:
         report = run_benchmark(data_dir, out, progress=not quiet, **options)
@@ -246,8 +246,14 @@ def speed(no_fastops: bool, no_calibration: bool, no_baselines: bool, as_json: b
     from dyntex.speed import format_table, measure
 
     say = None if as_json else (lambda msg: click.echo(f"... {msg}", err=True))
-    result = measure(fast_ops=not no_fastops, calibration=not no_calibration,
-                     baselines=not no_baselines, progress=say, **options)
+    result = measure(fast_ops=not no_fastops, calibration=not no_calibration, progress=say,
+                     **options)
+    if not no_baselines:
+        from dyntex.eval.baselines import timing
+
+        if say:
+            say("LDS / HOSVD baselines")
+        result.update(timing())
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 

@@ -1,20 +1,29 @@
-"""dyntex: learn dynamic textures from video with cooperative descriptor/generator ConvNets."""
-import os
+"""dyntex: learn dynamic textures from video with cooperative descriptor/generator ConvNets.
 
-# Allocator settings, process-wide (see dyntex/allocator.py; each has an environment switch).
-# Before torch is imported: PyTorch then backs large CPU tensors with transparent huge pages
-# (paper size on 2 cores: 22.2 -> 20.5 s per iteration); no effect if torch was imported first.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+Importing dyntex has no side effects and does not import torch: the names below are loaded on
+first use. The allocator settings the ``dyntex`` command makes are an explicit call,
+:func:`dyntex.allocator.configure` (see there; call it before importing torch).
+"""
+from __future__ import annotations
 
-from .allocator import fix_mmap_threshold
+import importlib
+from typing import Any
 
-fix_mmap_threshold()  # freed blocks >= 16 MiB go back to the system (paper peak RSS 4.11 -> 3.83 GB)
+# public name -> the module that defines it
+_EXPORTS = {
+    "Config": "config", "make_config": "config", "CoopNets": "coop", "DyntexError": "errors",
+    "Trainer": "trainer", "load_model": "trainer", "load_inputs": "inputs",
+}
 
-from .clips import load_inputs
-from .config import Config, make_config
-from .coop import CoopNets
-from .errors import DyntexError
-from .trainer import Trainer, load_model
-
-__all__ = ["Config", "CoopNets", "DyntexError", "Trainer", "load_inputs", "load_model", "make_config"]
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'dyntex' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

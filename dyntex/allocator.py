@@ -1,20 +1,23 @@
-"""Process-wide settings of the memory allocators under PyTorch's CPU tensors (``import dyntex``).
+"""Process-wide settings of the memory allocators under PyTorch's CPU tensors.
 
-Two settings, both the same values in other memory, each with an environment switch:
+Nothing here runs on import. The ``dyntex`` command calls :func:`configure` first thing; a
+library user who wants the same settings calls it before importing torch::
 
-* ``THP_MEM_ALLOC_ENABLE=1`` (set in :mod:`dyntex` before torch is imported, unless already set):
-  PyTorch backs CPU tensors of 2 MB and more with transparent huge pages, so the hundreds of MB
-  that each iteration allocates afresh cost 512x fewer page faults.
-* A fixed glibc ``M_MMAP_THRESHOLD`` (:func:`fix_mmap_threshold`, ``DYNTEX_MMAP_THRESHOLD``
-  bytes, default 16 MiB, 0 to leave glibc alone). By default glibc raises the threshold to the
-  size of every mapped block that is freed (up to 32 MiB), after which blocks of up to that size
-  come from the heap, where freed memory stays resident and fragments: a paper-size iteration's
-  16-32 MB temporaries then hold hundreds of MB that no tensor uses. With the threshold fixed,
-  every block from 16 MiB up is mapped on allocation and returned on free (`dyntex speed --preset
-  paper` on 2 cores, ``DYNTEX_MMAP_THRESHOLD=0`` vs unset: peak RSS 4.11 -> 3.83 GB, resident
-  between iterations about 3.6 -> 3.3 GB, speed unchanged within the run-to-run noise). Smaller blocks stay on the heap, where reusing them
-  costs no page faults: at 4 MiB the fast preset's 8 MB activations were mapped afresh on every
-  call and its iteration took 20 % longer.
+    from dyntex import allocator
+    allocator.configure()
+    import torch
+
+Both settings keep the same values in other memory; each has an environment switch:
+
+* ``THP_MEM_ALLOC_ENABLE=1``: PyTorch backs CPU tensors of 2 MB and more with transparent huge
+  pages (fewer page faults on the hundreds of MB each paper-size iteration allocates afresh).
+  Torch reads it once, at its first allocation, so it is set only if torch is not imported yet,
+  and only if the user has not set it (0 turns it off).
+* glibc's ``M_MMAP_THRESHOLD`` fixed at 16 MiB (:func:`fix_mmap_threshold`,
+  ``DYNTEX_MMAP_THRESHOLD`` bytes, 0 leaves glibc's own dynamic threshold): glibc otherwise
+  raises the threshold up to 32 MiB as mapped blocks are freed, and the paper iteration's
+  16-32 MB temporaries then stay resident on a fragmented heap. Smaller blocks stay on the heap,
+  where reusing them costs no page faults. Measurements: docs/performance.md.
 """
 from __future__ import annotations
 
@@ -22,11 +25,28 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import sys
 
+THP_ENV_VAR = "THP_MEM_ALLOC_ENABLE"
 MMAP_THRESHOLD = 16 << 20
 MAX_THRESHOLD = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit systems
 ENV_VAR = "DYNTEX_MMAP_THRESHOLD"
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+
+
+def configure() -> dict[str, bool]:
+    """Make both settings for this process; returns whether each is in force for torch's
+    allocations (``huge_pages``: the switch is on and torch was not imported before it was set
+    here; ``mmap_threshold``: glibc accepted it)."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault(THP_ENV_VAR, "1")
+    return {"huge_pages": huge_pages_requested(), "mmap_threshold": fix_mmap_threshold()}
+
+
+def huge_pages_requested() -> bool:
+    """Whether ``THP_MEM_ALLOC_ENABLE`` asks torch for huge pages (it takes effect only if it was
+    set before torch's first allocation)."""
+    return os.environ.get(THP_ENV_VAR, "0").strip() not in ("", "0")
 
 
 def fix_mmap_threshold(nbytes: int | None = None) -> bool:

@@ -9,28 +9,16 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from . import distributed
-from .clips import WindowSampler, fps_of, load_inputs
+from .clips import WindowSampler
 from .config import Config, make_config
 from .errors import ConfigError, OutputError
+from .inputs import fps_of, load_inputs
 from .report import write_run_report
 from .trainer import Trainer, load_model
-from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, write_outputs, write_png, write_video
-
-
-def preview_writer(fps: float, observed: np.ndarray | None = None):
-    """A ``Trainer`` preview callback writing ``samples/step_N.gif`` and a contact sheet PNG."""
-
-    def write(folder: Path, step: int, clips: torch.Tensor) -> None:
-        frames = from_model(clips)
-        write_video(folder / f"step_{step:06d}.gif", np.concatenate(list(frames), axis=2), fps)
-        rows = ([observed] if observed is not None else []) + list(frames)
-        write_png(folder / f"step_{step:06d}.png", contact_sheet(rows))
-
-    return write
+from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, to_pixels, write_outputs, write_png
 
 
 def check_output_folder(out: str | Path) -> None:
@@ -58,13 +46,13 @@ def check_output_folder(out: str | Path) -> None:
 def train(inputs: str | Path | list[Video], out: str | Path, config: Config, resume: bool = False,
           progress: bool = False) -> Trainer:
     """Train into run folder ``out`` on ``inputs``: a path (video file, gif, frame folder or a
-    folder of those) or videos already decoded with :func:`dyntex.clips.load_inputs`.
+    folder of those) or videos already decoded with :func:`dyntex.inputs.load_inputs`.
 
     Inputs and the output folder are checked before the run folder is touched, so bad input
     leaves nothing behind."""
     check_output_folder(out)
     videos = inputs if isinstance(inputs, list) else load_inputs(inputs, config.frames, config.size)
-    WindowSampler(videos, config.frames, config.window, torch.Generator())  # too-short clips etc.
+    data = WindowSampler(videos, config.frames, config.window)  # refuses too-short clips etc.
     fps = fps_of(videos)
     source = ", ".join(v.name for v in videos) if isinstance(inputs, list) else str(inputs)
     joined_before = distributed.current().active
@@ -72,9 +60,8 @@ def train(inputs: str | Path | list[Video], out: str | Path, config: Config, res
     started = distributed.init_from_env(config.device).active and not joined_before
     try:
         trainer = Trainer(config, run_dir=out, resume=resume, progress=progress,
-                          meta={"fps": fps, "source": source},
-                          on_preview=preview_writer(fps, videos[0].frames[: config.frames]))
-        trainer.fit(videos)
+                          meta={"fps": fps, "source": source})
+        trainer.fit(data)
     finally:
         if started:
             distributed.shutdown()
@@ -121,7 +108,7 @@ def demo(out: str | Path, iters: int | None = None, progress: bool = True, **ove
     fps = trainer.meta.get("fps", 25.0)
     for i, s in enumerate(samples):
         write_outputs(out, f"sample_{i:03d}", s, fps, ("mp4", "gif"))
-    observed = videos[0].frames[: cfg.frames]
+    observed = to_pixels(videos[0].frames[: cfg.frames])
     sheet = write_png(out / "contact_sheet.png",
                       contact_sheet([observed, *samples], labels=["observed", "sample 1", "sample 2", "sample 3"]))
     return {"run": out / "run", "samples": out, "contact_sheet": sheet,

@@ -78,11 +78,8 @@ class Config:
         """A validated copy with some settings changed."""
         return _build(self.to_dict(), overrides)
 
-    def model_dict(self) -> dict[str, Any]:
-        """The settings that fix the networks' shapes: a checkpoint only fits a run with these."""
-        return {k: getattr(self, k) for k in MODEL_KEYS}
 
-
+# The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias")
 
 # Named sets of overrides. "paper" is exactly the authors' Exp. 7 (Xie et al., TPAMI; code

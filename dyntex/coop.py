@@ -137,17 +137,17 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
     # Steps D2 and G2 update theta and alpha. Neither gradient depends on the other network's
     # update (the revisions are made before both), so the order of the updates is free.
     if sync is None:
-        # Update the generator as soon as its gradient is complete and free that gradient before
-        # the descriptor's is made: the paper generator's 671 MB gradient is then never held beside
-        # the descriptor's gradient and activations (`dyntex speed --preset paper` peak RSS 4.8 -> 4.5 GB).
-        # The spatially fully-connected weights are even stepped slice by slice during the
-        # backward passes (fastops.step_in_backward: the same updates; the paper networks' 671 MB
-        # and 295 MB gradients are never allocated).
+        # Each parameter is stepped inside the backward pass as soon as its gradient is complete,
+        # and that gradient freed (fastops.step_in_backward: the same updates); the spatially
+        # fully-connected weights are stepped slice by slice, their gradients never made whole.
+        # The generator's gradient comes first, so none of it is held beside the descriptor's
+        # gradient and activations. The steps after the backward passes then have nothing left.
         def update_generator() -> None:
             opts.generator.step()
             opts.generator.zero_grad(set_to_none=True)
 
-        with fastops.step_in_backward(opts.generator), fastops.step_in_backward(opts.descriptor):
+        with fastops.step_in_backward(opts.generator, model.generator), \
+                fastops.step_in_backward(opts.descriptor, model.descriptor):
             stats = accumulate_gradients(model, observed, generator, after_generator=update_generator)
     else:  # both gradients are averaged across processes in one call, then both updates applied
         stats = sync(model, accumulate_gradients(model, observed, generator))
@@ -163,8 +163,8 @@ STAT_NAMES = ("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms"
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
                          scale: float = 1.0, after_generator: Callable[[], None] | None = None
                          ) -> Tensor:
-    """Steps G0-G2 of Algorithm 1 up to the parameter gradients, added (times ``scale``) to the
-    ``.grad`` of both networks. Returns the stats as one tensor (see ``STAT_NAMES``).
+    """Steps G0, D1, G1, D2 and G2 of Algorithm 1 up to the parameter gradients, added (times
+    ``scale``) to the ``.grad`` of both networks. Returns the stats as one tensor (``STAT_NAMES``).
 
     ``after_generator``, if given, is called once the generator's gradient is complete and before
     the descriptor's is computed (to update the generator and free its gradient early); without

@@ -27,3 +27,8 @@ class OutputError(DyntexError):
 
 class DivergenceError(DyntexError):
     """Training diverged and could not be recovered within the configured retries."""
+
+
+class InputWarning(UserWarning):
+    """An input was usable only in part (truncated file, skipped entries of a folder): the
+    ``dyntex`` command prints it as one ``warning: ...`` line."""

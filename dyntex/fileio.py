@@ -5,7 +5,7 @@ through :func:`atomic_path` (``metrics.csv`` is appended a row per iteration and
 it on resume): the data is written to ``.NAME.XXXXXXXX.tmp`` in the target folder
 and renamed over ``NAME`` only when complete (``os.replace`` is atomic on one file system).
 A temporary file left by a process killed mid-write is removed by
-:func:`dyntex.trainer.remove_stale_temps` when a run starts or resumes.
+:func:`dyntex.runfolder.remove_stale_temps` when a run starts or resumes.
 """
 from __future__ import annotations
 

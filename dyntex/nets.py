@@ -38,7 +38,7 @@ BatchNorm (both architectures) always normalises with the statistics of the batc
 the authors' code does (``batch_norm(is_training=True)`` everywhere); there are no running averages,
 so the network the descriptor taught during training is the network that synthesizes (no train/eval
 gap). Synthesis therefore renders latents in batches of the training chain count (see
-:func:`dyntex.coop.synthesize`).
+:meth:`dyntex.coop.CoopNets.synthesize`).
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def paper_shapes(frames: int, size: int) -> dict[str, int]:
 # Building blocks
 # ----------------------------------------------------------------------------------------------
 class CropTime(nn.Module):
-    """Keep the first ``keep`` frames (the 'SAME' crop of a stride-1, kernel-2 transposed conv)."""
+    """Drop the last ``drop_last`` frames (the 'SAME' crop of a stride-1, kernel-2 transposed conv)."""
 
     def __init__(self, drop_last: int):
         super().__init__()

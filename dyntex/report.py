@@ -1,5 +1,5 @@
 """``dyntex report RUN``: a self-contained HTML page of a training run, and the HTML helpers the
-benchmark report (:mod:`eval.report`) shares.
+benchmark report (:mod:`dyntex.eval.report`) shares.
 
 ``RUN/report.html`` shows the training curves (``curves.png``, redrawn from ``metrics.csv``),
 the last logged iteration, divergence events, the latest preview samples (``samples/step_N.gif``),

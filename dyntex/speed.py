@@ -11,10 +11,11 @@ One run measures, on one device and thread count:
 * peak resident memory (``getrusage``; on CUDA the allocator's peak too);
 * descriptor Langevin seconds per step; generator synthesis in frames per second next to what the
   same clips cost by descriptor Langevin alone;
-* LDS and HOSVD fit + synthesis of a 64 x 128^2 clip (:func:`eval.baselines.run`);
 * device, torch version, threads, CPU model, load average before and after.
 
 ``fast_ops=False`` measures the plain PyTorch formulation of the same networks (the "before").
+The command adds the baselines' timing (:func:`dyntex.eval.baselines.timing`), which this module
+does not import: dyntex does not depend on its evaluation package.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import fastops
+from . import allocator, fastops
 from .config import make_config
 from .coop import CoopNets, Optimizers, train_step
 from .errors import ConfigError
@@ -172,26 +173,11 @@ def _precision_scope(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def _baselines(frames: int = 64, size: int = 128) -> dict[str, float]:
-    """Fit + one synthesis of the LDS and HOSVD baselines on a rendered water clip."""
-    import numpy as np
-
-    from eval.baselines import run
-    from .sample_data import render_water
-
-    clip = render_water(frames=frames, size=size).astype(np.float32) / 255.0
-    out = {}
-    for name in ("lds", "hosvd"):
-        _, info = run(name, clip, 1, np.random.default_rng(0))
-        out[f"{name}_seconds"] = info["fit_seconds"] + info["sample_seconds"]
-    return out
-
-
 def measure(preset: str = "paper", frames: int | None = None, size: int | None = None,
             chains: int | None = None, langevin_steps: int | None = None, iters: int = 3,
             warmup: int = 1, device: str = "cpu", threads: int | None = None,
             fast_ops: bool = True, precision: str = "fp32", calibration: bool = True,
-            baselines: bool = True, langevin_only_steps: int = 100,
+            langevin_only_steps: int = 100,
             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module docstring)."""
     if iters < 1 or warmup < 0:
@@ -217,8 +203,8 @@ def measure(preset: str = "paper", frames: int | None = None, size: int | None =
         "precision": precision, "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_model(),
         "torch": torch.__version__, "threads": threads, "physical_cores": physical_cores(),
-        # read by torch when it was imported (dyntex sets it, see dyntex/__init__.py)
-        "huge_page_alloc": os.environ.get("THP_MEM_ALLOC_ENABLE", "0").strip() not in ("", "0"),
+        # read by torch at its first allocation (the command sets it: dyntex.allocator)
+        "huge_page_alloc": allocator.huge_pages_requested(),
         "load_before": load_average(), "iters": iters, "warmup": warmup,
     }
     old = fastops.set_enabled(fast_ops)
@@ -278,9 +264,6 @@ def measure(preset: str = "paper", frames: int | None = None, size: int | None =
         cal = calibrate(dev)
         result.update(cal)
         result["fraction_of_conv_peak"] = result["achieved_gflops"] / cal["conv3d_gflops"]
-    if baselines:
-        say("LDS / HOSVD baselines")
-        result.update(_baselines())
     result["load_after"] = load_average()
     return result
 

@@ -2,18 +2,19 @@
 
 Layouts
 -------
-- Pixel arrays are ``uint8`` numpy arrays ``(T, H, W, 3)`` (RGB).
-- Model tensors are ``float32`` torch tensors ``(C, T, H, W)`` or ``(B, C, T, H, W)`` in [-1, 1].
-- Metric / ``.npy`` arrays are ``float32`` ``(T, H, W, 3)`` in [0, 1].
+- Pixel arrays are ``uint8`` numpy arrays ``(T, H, W, 3)`` (RGB): what a video holds.
+- Unit arrays are ``float32`` ``(T, H, W, 3)`` in [0, 1] (``pixel / 255``): decoded and resized
+  frames, metrics, ``.npy`` files.
+- Model tensors are ``float32`` torch tensors ``(C, T, H, W)`` or ``(B, C, T, H, W)`` in [-1, 1]
+  (``2 * unit - 1``, that is ``pixel / 127.5 - 1``: :data:`PIXEL_TO_MODEL`).
 
-Values move between these spaces only through :data:`PIXEL_TO_MODEL` (``model = pixel / 127.5 - 1``)
-and ``pixel / 255`` for the unit range, never by per-frame or per-clip min/max rescaling, so a dim
-clip stays dim and a low-contrast clip stays low-contrast.
+Values move between these spaces only by these fixed maps, never by per-frame or per-clip
+min/max rescaling, so a dim clip stays dim and a low-contrast clip stays low-contrast.
 
 Reading (:func:`read_video`) goes through PyAV for every video container and animated GIF, and
 through Pillow for folders of frame images. Frames are converted to RGB and (when ``size`` is
-given) resized and centre-cropped one by one as they are decoded, so a high-resolution clip never
-sits in memory at full size.
+given) divided by 255, resized and centre-cropped one by one as they are decoded, so a
+high-resolution clip never sits in memory at full size.
 
 Truncated or corrupt files: if decoding fails after at least one frame was decoded, the frames
 decoded so far are kept and an :class:`InputWarning` says so; if nothing was decoded, an
@@ -23,32 +24,28 @@ Decoding goes packet by packet: a packet the decoder rejects (e.g. a bit flip in
 skipped, and one :class:`InputWarning` counts the skipped packets. A stream whose codec header is
 missing or corrupt raises :class:`~dyntex.errors.InputError`.
 
-Writing (:func:`write_video`, :func:`write_frames`, :func:`write_npy`, :func:`write_png`) always
-writes to a hidden temporary name in the destination folder and renames it into place with
-``os.replace``, so a destination is either the old file or the complete new one. H.264 needs even
-dimensions: an odd width or height is padded by one replicated edge pixel, so reading such an
-``.mp4`` back gives the padded size (e.g. 33x17 -> 34x18). PNG frames and ``.npy`` are lossless.
+Writing clips and images lives in :mod:`dyntex.writing`; its functions are importable from
+here too.
 """
 from __future__ import annotations
 
 import os
 import re
 import warnings
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: reading video needs none
+    import torch
 
 import av
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
-from dyntex.errors import ConfigError, InputError, OutputError
-from dyntex.fileio import atomic_path, reason
-
-_WRITE_ERRORS = (OSError, av.FFmpegError)  # what a failed write raises: one-line OutputErrors
+from dyntex.errors import InputError, InputWarning
+from dyntex.fileio import reason
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 """Extensions of frame images (a folder of these is one video; a single one is not a video)."""
@@ -58,9 +55,6 @@ VIDEO_EXTS = frozenset({
     ".mts", ".m2ts", ".wmv", ".asf", ".flv", ".ogv", ".3gp", ".y4m", ".dv", ".vob",
 })
 """Extensions recognised as videos when scanning a folder (:func:`read_video` tries any file)."""
-
-OUTPUT_FORMATS = ("mp4", "gif", "png", "npy")
-"""Formats :func:`write_outputs` can write, in the order it writes them."""
 
 DEFAULT_FPS = 25.0
 """Frame rate of a frame folder, and of a video whose container states none."""
@@ -84,6 +78,8 @@ class PixelMapping:
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """Map pixel values in [0, 255] to model values in [-1, 1] (float32)."""
+        import torch
+
         return pixels.to(torch.float32) / self.scale - self.shift
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,16 +91,13 @@ PIXEL_TO_MODEL = PixelMapping()
 """The single global value mapping: [0, 255] -> [-1, 1]."""
 
 
-class InputWarning(UserWarning):
-    """An input was usable only in part (truncated file, skipped entries of a folder)."""
-
-
 @dataclass
 class Video:
     """A decoded clip.
 
     Attributes:
-        frames: uint8 ``(T, H, W, 3)`` RGB frames.
+        frames: RGB frames ``(T, H, W, 3)``: uint8 pixels as decoded, or float32 in [0, 1] when
+            read with a ``size`` (divided by 255, then resized: see :func:`read_video`).
         fps: frame rate of the source (``DEFAULT_FPS`` for frame folders).
         name: file stem or folder name, for messages and output names.
         total_frames: frame count the source reports (``None`` if the container does not say).
@@ -120,11 +113,23 @@ class Video:
 
 
 def to_model(frames: np.ndarray) -> torch.Tensor:
-    """uint8 ``(T, H, W, C)`` (or ``(B, T, H, W, C)``) -> float32 ``(C, T, H, W)`` (``(B, C, ...)``) in [-1, 1]."""
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim not in (4, 5):
-        raise TypeError("to_model expects a uint8 numpy array (T, H, W, C) or (B, T, H, W, C)")
-    x = PIXEL_TO_MODEL.forward(torch.from_numpy(np.ascontiguousarray(frames)))
+    """Pixel (uint8) or unit (float, [0, 1]) frames ``(T, H, W, C)`` / ``(B, T, H, W, C)`` ->
+    float32 model values ``(C, T, H, W)`` / ``(B, C, T, H, W)`` in [-1, 1]."""
+    import torch
+
+    if not isinstance(frames, np.ndarray) or frames.ndim not in (4, 5) or not (
+            frames.dtype == np.uint8 or np.issubdtype(frames.dtype, np.floating)):
+        raise TypeError("to_model expects uint8 or float frames (T, H, W, C) or (B, T, H, W, C)")
+    t = torch.from_numpy(np.ascontiguousarray(frames))
+    x = PIXEL_TO_MODEL.forward(t) if frames.dtype == np.uint8 else t.to(torch.float32) * 2.0 - 1.0
     return x.movedim(-1, -4).contiguous()
+
+
+def to_pixels(frames: np.ndarray) -> np.ndarray:
+    """Unit frames (float, [0, 1]) -> uint8 pixels (rounded, clipped); uint8 frames unchanged."""
+    if frames.dtype == np.uint8:
+        return frames
+    return np.clip(np.round(frames * np.float32(255.0)), 0, 255).astype(np.uint8)
 
 
 def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -132,6 +137,8 @@ def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
 
     Values are clamped to [-1, 1] and rounded to the nearest pixel value.
     """
+    import torch
+
     x = torch.as_tensor(x).detach().to("cpu", torch.float32)
     if x.ndim not in (4, 5):
         raise TypeError("from_model expects (C, T, H, W) or (B, C, T, H, W)")
@@ -146,6 +153,8 @@ def to_unit(x: torch.Tensor | np.ndarray) -> np.ndarray:
     model values ``(C, T, H, W)`` / ``(B, C, T, H, W)`` and mapped with ``(x + 1) / 2`` (clamped),
     which agrees exactly with ``pixel / 255`` for ``x = to_model(pixel)``.
     """
+    import torch
+
     if isinstance(x, np.ndarray) and x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
     x = torch.as_tensor(x).detach().to("cpu", torch.float32)
@@ -213,9 +222,13 @@ class _FrameSink:
                              f"{self.max_pixels} pixels; downscale the video first")
 
     def add(self, rgb: np.ndarray) -> None:
-        """Append one uint8 (H, W, 3) frame, resized and cropped when a size was given."""
+        """Append one uint8 (H, W, 3) frame; with a size, divided by 255 first, then resized and
+        cropped (float32 in [0, 1]: the one input rule, see :mod:`dyntex.inputs`)."""
         if self.size is not None:
-            rgb = resize_crop(rgb, self.size)
+            unit = rgb.astype(np.float32)
+            unit /= np.float32(255.0)
+            # clipped: an enlarging (cubic) resize can overshoot; a shrinking one cannot
+            rgb = np.clip(resize_crop(unit, self.size), 0.0, 1.0)
         elif self.frames and rgb.shape != self.frames[0].shape:
             first = self.frames[0].shape
             raise InputError(f"{self.path}: frame {len(self.frames)} is {rgb.shape[1]}x{rgb.shape[0]} but "
@@ -342,14 +355,15 @@ def _read_container(path: Path, start: int, limit: int, sink: _FrameSink) -> Vid
 
 def read_video(path: str | os.PathLike, frames: int | None = None, size: int | None = None,
                start: int = 0, max_pixels: int = MAX_PIXELS, max_frames: int = MAX_FRAMES) -> Video:
-    """Decode a video file, animated GIF or folder of frame images into RGB uint8 frames.
+    """Decode a video file, animated GIF or folder of frame images into RGB frames.
 
     Args:
         path: a video file (anything PyAV decodes), a GIF, or a folder of frame images
             (png/jpg/bmp/tif, natural name order, ``DEFAULT_FPS``). A single image is refused.
         frames: keep at most this many frames; ``None`` keeps up to ``max_frames``.
-        size: if given, each frame is resized (shorter side = ``size``) and centre-cropped to
-            ``size x size`` as soon as it is decoded (see :func:`resize_crop`).
+        size: if given, each frame is divided by 255, then resized (shorter side = ``size``)
+            and centre-cropped to ``size x size`` as soon as it is decoded (see
+            :func:`resize_crop`): float32 frames in [0, 1]. Without it, uint8 frames as decoded.
         start: number of leading frames to skip.
         max_pixels: refuse frames with more pixels than this (checked from the stream header
             before decoding when the container reports it).
@@ -376,202 +390,6 @@ def read_video(path: str | os.PathLike, frames: int | None = None, size: int | N
     return _read_container(path, start, limit, sink)
 
 
-# --------------------------------------------------------------------------- writing
-
-
-def _check_frames(frames: np.ndarray) -> None:
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 \
-            or frames.shape[-1] != 3 or 0 in frames.shape:
-        shape = getattr(frames, "shape", None)
-        raise ValueError(f"expected non-empty uint8 frames (T, H, W, 3), got {type(frames).__name__} {shape}")
-
-
-def _rate(fps: float) -> Fraction:
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    return Fraction(fps).limit_denominator(1001)
-
-
-def _write_mp4(tmp: Path, frames: np.ndarray, fps: float) -> None:
-    _, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    with av.open(str(tmp), "w", format="mp4") as out:
-        stream = out.add_stream("libx264", rate=_rate(fps))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "medium"}
-        for i, rgb in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-
-
-def _gif_palette(frames: np.ndarray) -> Image.Image:
-    """One 256-colour palette for the whole clip (no palette flicker), from up to 16 frames."""
-    picks = frames[np.linspace(0, len(frames) - 1, min(16, len(frames))).round().astype(int)]
-    return Image.fromarray(np.ascontiguousarray(np.concatenate(list(picks), axis=0))).quantize(256)
-
-
-def _write_gif(tmp: Path, frames: np.ndarray, fps: float) -> None:
-    palette_img = _gif_palette(frames)
-    rgb = np.array(palette_img.getpalette(), dtype=np.uint8).reshape(-1, 3)
-    argb = np.zeros((256, 4), dtype=np.uint8)
-    argb[:, 0] = 255
-    argb[:len(rgb), 1:] = rgb
-    with av.open(str(tmp), "w", format="gif", options={"loop": "0"}) as out:
-        stream = out.add_stream("gif", rate=_rate(fps))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "pal8"
-        for i, frame_rgb in enumerate(frames):
-            index = Image.fromarray(frame_rgb).quantize(palette=palette_img, dither=Image.Dither.NONE)
-            frame = av.VideoFrame.from_ndarray((np.asarray(index), argb), format="pal8")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-
-
-def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> Path:
-    """Write uint8 ``(T, H, W, 3)`` frames as ``.mp4`` (H.264 yuv420p, crf 18) or ``.gif`` (loops forever).
-
-    Odd mp4 dimensions are padded by one edge-replicated pixel. GIF frames share one global
-    256-colour palette and last ``1000 / fps`` ms (GIF stores hundredths of a second).
-
-    Raises:
-        OutputError: the destination cannot be written, or the extension is not .mp4/.gif.
-    """
-    path = Path(path)
-    _check_frames(frames)
-    writers = {".mp4": _write_mp4, ".gif": _write_gif}
-    writer = writers.get(path.suffix.lower())
-    if writer is None:
-        raise OutputError(f"cannot write {path}: video extension must be .mp4 or .gif")
-    with atomic_path(path, _WRITE_ERRORS) as tmp:
-        writer(tmp, frames, fps)
-    return path
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write one uint8 ``(H, W, 3)`` or ``(H, W)`` image as PNG, atomically."""
-    path = Path(path)
-    if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"expected a uint8 (H, W, 3) or (H, W) image, got {image.dtype} {image.shape}")
-    with atomic_path(path, _WRITE_ERRORS) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
-    return path
-
-
-def write_frames(folder: str | os.PathLike, frames: np.ndarray) -> Path:
-    """Write frames as ``frame_0000.png`` ... into ``folder`` (created if needed).
-
-    Each file is written atomically; numbered ``frame_*.png`` files left from an earlier, longer
-    clip are removed so the folder holds exactly this clip.
-    """
-    folder = Path(folder)
-    _check_frames(frames)
-    if folder.exists() and not folder.is_dir():
-        raise OutputError(f"cannot write frames to {folder}: it is a file, not a folder")
-    digits = max(4, len(str(len(frames) - 1)))
-    names = {f"frame_{i:0{digits}d}.png" for i in range(len(frames))}
-    for i, frame in enumerate(frames):
-        write_png(folder / f"frame_{i:0{digits}d}.png", frame)
-    try:
-        for stale in folder.glob("frame_*.png"):
-            if re.fullmatch(r"frame_\d+\.png", stale.name) and stale.name not in names:
-                stale.unlink()
-    except OSError as e:
-        raise OutputError(f"cannot clean old frames in {folder}: {reason(e)}") from e
-    return folder
-
-
-def write_npy(path: str | os.PathLike, frames: np.ndarray) -> Path:
-    """Save uint8 frames as float32 ``(T, H, W, 3)`` in [0, 1] (``pixel / 255``), atomically."""
-    path = Path(path)
-    _check_frames(frames)
-    with atomic_path(path, _WRITE_ERRORS) as tmp, open(tmp, "wb") as f:
-        np.save(f, to_unit(frames))
-    return path
-
-
-def write_outputs(out_dir: str | os.PathLike, stem: str, frames: np.ndarray, fps: float,
-                  formats: Collection[str] = OUTPUT_FORMATS) -> list[Path]:
-    """Write any subset of ``{"mp4", "gif", "png", "npy"}`` for one clip.
-
-    Produces ``out_dir/stem.mp4``, ``out_dir/stem.gif``, the frame folder ``out_dir/stem/`` and
-    ``out_dir/stem.npy``; returns the written paths in that order.
-
-    Raises:
-        ConfigError: an unknown format name.
-        OutputError: a destination cannot be written.
-    """
-    unknown = set(formats) - set(OUTPUT_FORMATS)
-    if unknown:
-        raise ConfigError(f"unknown output format(s) {sorted(unknown)}; choose from {list(OUTPUT_FORMATS)}")
-    out_dir = Path(out_dir)
-    written = []
-    for fmt in OUTPUT_FORMATS:
-        if fmt not in formats:
-            continue
-        if fmt in ("mp4", "gif"):
-            written.append(write_video(out_dir / f"{stem}.{fmt}", frames, fps))
-        elif fmt == "png":
-            written.append(write_frames(out_dir / stem, frames))
-        else:
-            written.append(write_npy(out_dir / f"{stem}.npy", frames))
-    return written
-
-
-# --------------------------------------------------------------------------- contact sheets
-
-
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def _fit_height(frame: np.ndarray, height: int) -> np.ndarray:
-    h, w = frame.shape[:2]
-    if h == height:
-        return frame
-    interp = cv2.INTER_AREA if height < h else cv2.INTER_CUBIC
-    return cv2.resize(frame, (max(1, int(round(w * height / h))), height), interpolation=interp)
-
-
-def contact_sheet(rows: list[np.ndarray], n_cols: int = 8, labels: Sequence[str] | None = None,
-                  margin: int = 2) -> np.ndarray:
-    """Tile clips into one image: one row per clip, ``n_cols`` frames evenly spaced in time.
-
-    Rows are stacked in the given order (e.g. observed above synthesized) on a white background
-    with ``margin`` pixels between tiles. Rows of another frame height are scaled to the first
-    row's height. Optional ``labels`` are drawn in a column at the left.
-
-    Returns:
-        uint8 ``(H, W, 3)`` image.
-    """
-    if not rows:
-        raise ValueError("contact_sheet needs at least one row")
-    if labels is not None and len(labels) != len(rows):
-        raise ValueError(f"got {len(labels)} labels for {len(rows)} rows")
-    cell_h = rows[0].shape[1]
-    tiled = []
-    for clip in rows:
-        _check_frames(clip)
-        picks = np.linspace(0, len(clip) - 1, min(n_cols, len(clip))).round().astype(int)
-        tiled.append([_fit_height(clip[i], cell_h) for i in picks])
-    scale = max(0.3, min(1.0, cell_h / 120))
-    label_w = 0
-    if labels:
-        label_w = max(cv2.getTextSize(str(t), _FONT, scale, 1)[0][0] for t in labels) + 2 * margin
-    width = label_w + max(sum(f.shape[1] + margin for f in r) for r in tiled) + margin
-    height = len(rows) * (cell_h + margin) + margin
-    sheet = np.full((height, width, 3), 255, dtype=np.uint8)
-    for r, tiles in enumerate(tiled):
-        y = margin + r * (cell_h + margin)
-        x = label_w + margin
-        for tile in tiles:
-            sheet[y:y + cell_h, x:x + tile.shape[1]] = tile
-            x += tile.shape[1] + margin
-        if labels:
-            (_, text_h), _ = cv2.getTextSize(str(labels[r]), _FONT, scale, 1)
-            cv2.putText(sheet, str(labels[r]), (margin, y + (cell_h + text_h) // 2), _FONT, scale,
-                        (0, 0, 0), 1, cv2.LINE_AA)
-    return sheet
+# The writers, under the names this module has always offered them.
+from dyntex.writing import (OUTPUT_FORMATS, contact_sheet, write_frames, write_npy,  # noqa: E402,F401
+                            write_outputs, write_png, write_video)

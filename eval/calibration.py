@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from dyntex.errors import InputError
-from eval.baselines.lds import as_clip
+from dyntex.eval.baselines.lds import as_clip
 
 __all__ = ["frozen", "noise", "phase_randomised", "shuffled"]
 

@@ -27,7 +27,7 @@ import numpy as np
 from skimage.metrics import structural_similarity
 
 from dyntex.errors import InputError
-from eval.baselines.lds import as_clip
+from dyntex.eval.baselines.lds import as_clip
 
 __all__ = ["METRIC_DOCS", "PSStats", "color_distance", "diversity", "luma", "memorisation",
            "motion_distance", "ps_appearance", "ps_distance", "ps_dynamics", "ps_setting",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from dyntex.report import definitions, esc, href, number, page, table, write_html
-from eval import benchmark as bm
+from dyntex.eval import benchmark as bm
 
 CHART_VERSION = 3          # bump when the chart drawing changes, so cached charts are redrawn
 MEDIA = "report"           # folder beside report.html holding its videos and charts
@@ -89,7 +89,7 @@ class _Page:
 def _clip_numbers(res: dict[str, Any]) -> str:
     """The per-clip numbers of one row, as a small two-column table."""
     cells = [(title, bm._fmt(res.get(key), spec) + ("*" if key == "psnr" and res.get("psnr_capped_frames") else ""))
-             for key, title, spec in bm.COLUMNS]
+             for key, title, spec, _ in bm.COLUMNS]
     for key, title, spec in (("max_abs_eig", "max |eig|", "{:.4f}"), ("fit_seconds", "fit s", "{:.2f}"),
                              ("sample_seconds", "synthesis s", "{:.2f}")):
         if res.get(key) is not None:
@@ -167,11 +167,11 @@ def write_report(out: str | Path, results: dict[str, Any], clip_results: list[di
                     + "</ul>The tables and charts hold the clips and methods that did.</div>")
 
     # Summary table: means over clips, reference rows in grey.
-    header = ["method", "clips"] + [t for _, t, _ in bm.COLUMNS]
+    header = ["method", "clips"] + [t for _, t, *_ in bm.COLUMNS]
     cells, classes = [], []
     for s in results["summary"]:
         line = [labels[s["row"]], str(s["clips"])]
-        for key, _, spec in bm.COLUMNS:
+        for key, _, spec, _ in bm.COLUMNS:
             cell = bm._fmt(s.get(key), spec) if s["clips"] else bm.DASH
             if key == "psnr" and s.get("psnr_capped_frames") and cell != bm.DASH:
                 cell += "*"
@@ -221,7 +221,7 @@ def write_report(out: str | Path, results: dict[str, Any], clip_results: list[di
         names = [c["clip"] for c in scored]
         docs = results.get("metric_docs") or {}
         charts = []
-        for key, title, _ in bm.COLUMNS:
+        for key, title, *_ in bm.COLUMNS:
             values = {r: [(c["rows"].get(r) or {}).get(key) for c in scored] for r in rows}
             values = {r: v for r, v in values.items() if any(y is not None for y in v)}
             if not values:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from dyntex.errors import ConfigError, InputError
-from eval.baselines import BASELINES, fftlds, hosvd, lds, run
-from eval.loading import load_clip
-from eval.metrics import psnr, ssim
+from dyntex.eval.baselines import BASELINES, fftlds, hosvd, lds, run, timing
+from dyntex.eval.loading import load_clip
+from dyntex.eval.metrics import psnr, ssim
 
 MODULES = {"lds": lds, "hosvd": hosvd, "fftlds": fftlds}
 
@@ -66,6 +66,66 @@ def test_lds_deterministic_rollout_reproduces_clip() -> None:
     model = lds.fit(clip, n=6)
     np.testing.assert_allclose(lds.sample(model, 64, None, noise=False), clip, atol=1e-9)
     np.testing.assert_allclose(model.B, 0.0, atol=1e-9)   # nothing left for the noise to explain
+
+
+@pytest.mark.parametrize("radius", [1.0, 0.97])
+def test_hosvd_identifies_known_linear_system(radius: float) -> None:
+    """HOSVD keeps the mean in its temporal factor (no mean subtraction): with the temporal rank
+    7 = 6 states + the constant 0.5, its A has A's spectrum plus the constant's eigenvalue 1,
+    exactly (the clip is noise-free)."""
+    A, clip = rotation_system(radius)
+    model = hosvd.fit(clip, ranks=(8, 8, 7, 3))
+    expected = np.append(np.linalg.eigvals(A), 1.0)
+    np.testing.assert_allclose(sorted_eigs(model.A), np.sort_complex(expected), atol=1e-8)
+    np.testing.assert_allclose(hosvd.sample(model, 64, None, noise=False), clip, atol=1e-8)
+
+
+def test_lds_noise_input_matches_the_residual_covariance() -> None:
+    """(E4)-(E5): B B^T is the residual covariance Q = W W^T / (T - 1) of the fitted states, and
+    for a clip made by a known stochastic system it estimates that system's noise covariance
+    (seen through the fit's state basis P: B B^T ~ P B0 B0^T P^T, sampling error ~5 %)."""
+    A0, B0 = stable_system(radius=0.9, n=4, nv=4, seed=21)
+    B0 = 0.3 * B0
+    rng = np.random.default_rng(5)
+    T = 1000
+    x = lds.rollout(A0, B0, np.zeros(4), T, rng)                    # (T, 4)
+    C0 = np.linalg.qr(rng.standard_normal((4 * 4 * 3, 4)))[0]
+    clip = (0.5 + 0.04 * x @ C0.T).reshape(T, 4, 4, 3)
+    assert 0 < clip.min() and clip.max() < 1
+    model = lds.fit(clip, n=4, nv=4)
+    X = model.C.T @ (clip.reshape(T, -1) - model.mean).T              # the fitted states (4, T)
+    W = X[:, 1:] - model.A @ X[:, :-1]
+    Q = W @ W.T / (T - 1)
+    np.testing.assert_allclose(model.B @ model.B.T, Q, atol=1e-12 * np.abs(Q).max())
+    P = X @ np.linalg.pinv(x.T - x.mean(axis=0)[:, None])            # true -> fitted states
+    np.testing.assert_allclose(model.A, P @ A0 @ np.linalg.inv(P), atol=0.05)
+    expected = P @ B0 @ B0.T @ P.T
+    assert np.linalg.norm(Q - expected) < 0.15 * np.linalg.norm(expected)
+
+
+def test_fftlds_truncated_reconstruction_error_is_the_dropped_energy() -> None:
+    """Three plane waves drifting at DFT-grid speeds (an exact LDS of 6 states) over a faint
+    fixed pattern. Keeping 90 % of the Fourier coefficients drops only pattern coefficients, so
+    the deterministic rollout misses exactly their energy (Parseval): RMS error = sqrt(sum of
+    the dropped |coefficient|^2 / (H W)^2 / C) per frame, to 1e-9. For the Gaussian pattern
+    (std 0.01) the 10 % smallest coefficients hold 1 - 0.9 (1 - ln 0.9) = 0.52 % of its energy:
+    an RMS error of about 0.01 sqrt(0.0052) = 7.2e-4."""
+    T, H, W = 32, 16, 16
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:H, 0:W]
+    t = np.arange(T)[:, None, None]
+    waves = sum(np.cos(2 * np.pi * (kx * xx + ky * yy) / H - 2 * np.pi * m * t / T + phase)
+                for (kx, ky), m, phase in [((1, 2), 1, 0.3), ((3, 0), 2, 1.1), ((2, 5), 3, 2.0)])
+    pattern = 0.01 * rng.standard_normal((H, W, 3))
+    clip = 0.5 + 0.1 * waves[..., None] * np.array([1.0, 0.8, 0.6]) + pattern
+    assert 0 < clip.min() and clip.max() < 1
+    model = fftlds.fit(clip, keep_fraction=0.9)
+    out = fftlds.sample(model, T, None, noise=False)
+    dropped = np.fft.fft2(clip, axes=(1, 2))[:, ~model.keep]          # (T, n_dropped)
+    predicted = np.sqrt((np.abs(dropped) ** 2).sum(axis=1) / (H * W) ** 2 / 3)
+    actual = np.sqrt(((out - clip) ** 2).mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(actual, predicted, rtol=1e-9)
+    assert actual.mean() == pytest.approx(0.01 * np.sqrt(1 - 0.9 * (1 - np.log(0.9))), rel=0.05)
 
 
 def test_hosvd_full_ranks_reconstruct_exactly() -> None:
@@ -259,6 +319,11 @@ def test_run_registry() -> None:
         run("gan", clip, 1, np.random.default_rng(0))
 
 
+def test_timing_of_the_speed_command() -> None:
+    seconds = timing(frames=8, size=16)
+    assert set(seconds) == {"lds_seconds", "hosvd_seconds"} and min(seconds.values()) > 0
+
+
 @pytest.mark.parametrize("bad, match", [
     (np.zeros((5, 8, 8, 3), dtype=np.uint8), "dtype uint8"),
     (np.full((5, 8, 8, 3), 255.0), r"\[0,1\]"),
@@ -287,7 +352,8 @@ def test_bad_settings() -> None:
 
 # From /work/shared/reference/baselines_dev.md (independent float64 implementation), T=32, S=64:
 # mean luma PSNR and SSIM (scikit-image defaults) over seeds 0, 1, 2 and max|eig(A)| of LDS /
-# HOSVD, with full-rank HOSVD.
+# HOSVD, with full-rank HOSVD. The README claims agreement to 0.005 dB / 0.0005; the reference
+# rounds to 0.01 dB / 0.001 / 1e-4, so the tolerances are the claim plus half that unit.
 REFERENCE_T32_S64 = {
     "fire_pot": {"file": "fire_pot/fire_pot0.avi", "lds": 16.43, "hosvd": 15.81, "fftlds": 16.43,
                  "ssim": {"lds": 0.667, "hosvd": 0.650, "fftlds": 0.667},
@@ -309,10 +375,10 @@ def test_matches_reference_on_real_clips(shared_data: Path, clip_name: str) -> N
         model = mod.fit(clip, energy=1.0) if name == "hosvd" else mod.fit(clip)
         samples = [mod.sample(model, 32, np.random.default_rng(seed)) for seed in (0, 1, 2)]
         score = np.mean([psnr(s, clip) for s in samples])
-        assert score == pytest.approx(ref[name], abs=0.5), name
+        assert score == pytest.approx(ref[name], abs=0.01), name
         # the reference's SSIM is scikit-image's default 7x7 uniform window, not the benchmark's
         # Gaussian one; compare like with like
         ssim_default = np.mean([ssim(s, clip, gaussian=False) for s in samples])
-        assert ssim_default == pytest.approx(ref["ssim"][name], abs=0.02), name
+        assert ssim_default == pytest.approx(ref["ssim"][name], abs=1e-3), name
         if name in ref["eig"]:
-            assert model.max_abs_eig == pytest.approx(ref["eig"][name], abs=0.01), name
+            assert model.max_abs_eig == pytest.approx(ref["eig"][name], abs=1e-4), name

@@ -1,12 +1,12 @@
-"""Tests of eval.calibration: the clips that show what each statistic misses."""
+"""Tests of dyntex.eval.calibration: the clips that show what each statistic misses."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from dyntex.errors import InputError
-from eval.calibration import frozen, noise, phase_randomised, shuffled
-from eval.metrics import luma, spectrum_distance
+from dyntex.eval.calibration import frozen, noise, phase_randomised, shuffled
+from dyntex.eval.metrics import luma, spectrum_distance
 
 
 def grating(T: int = 16, size: int = 32, contrast: float = 0.08, seed: int = 0) -> np.ndarray:

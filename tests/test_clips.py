@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from dyntex import sample_data
-from dyntex.clips import WindowSampler, default_cap, fps_of, load_inputs
+from dyntex.clips import WindowSampler
+from dyntex.inputs import default_cap, fps_of, load_inputs
 from dyntex.errors import ConfigError, InputError
 from dyntex.sample_data import SAMPLE_CLIP, render_water
 from dyntex.video import InputWarning, Video, to_model, write_frames, write_video
@@ -134,8 +135,8 @@ def test_sampler_rejects_bad_settings():
     videos = [make_video("a", 10)]
     with pytest.raises(ConfigError):
         WindowSampler(videos, frames=4, mode="middle")
-    with pytest.raises(ConfigError):
-        WindowSampler(videos, frames=4, mode="random")
+    with pytest.raises(ConfigError, match="Generator"):        # a random draw needs its stream
+        WindowSampler(videos, frames=4, mode="random").observed(1)
     with pytest.raises(InputError):
         WindowSampler([], frames=4)
     with pytest.raises(InputError, match="differ in frame size"):

@@ -1,6 +1,7 @@
-"""One cooperative iteration, and synthesis."""
+"""One cooperative iteration against Algorithm 1 written out, and synthesis."""
 import math
 
+import pytest
 import torch
 
 from dyntex.config import make_config
@@ -20,17 +21,78 @@ def _model(**kw):
     return CoopNets(make_config("tiny", **kw))
 
 
-def test_one_step_finite_and_both_nets_change():
-    model = _model()
-    opts = Optimizers.for_model(model)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = train_step(model, opts, _stripes(), torch.Generator().manual_seed(0))
-    assert set(stats) == {"des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms"}
-    assert all(math.isfinite(v) for v in stats.values())
-    after = model.state_dict()
-    for prefix in ("descriptor.", "generator."):
-        changed = [k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])]
-        assert changed, f"no {prefix} parameter changed"
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def _input_grad(fn, x):
+    x = x.detach().requires_grad_(True)
+    return torch.autograd.grad(fn(x).sum(), x)[0]
+
+
+def _algorithm_1(model, observed, seed, lr_des, lr_gen):
+    """One iteration of Algorithm 1 (Xie et al., TPAMI) written out from the paper's equations,
+    with plain SGD, on ``model`` in place. Returns (descriptor loss, generator loss)."""
+    cfg = model.config
+    des, gen = model.descriptor, model.generator
+    g = torch.Generator().manual_seed(seed)
+    # G0: X ~ N(0, I), Y^ = g(X)
+    z = torch.randn((cfg.chains, *gen.latent_shape()), generator=g)
+    y_gen = gen(z)
+    # D1 (Eq. 8): Y <- Y + d^2/2 (df/dY - (Y - mu)/s^2) + d U, l times from Y^
+    d, s = cfg.step_size, cfg.ref_sigma
+    y = y_gen.detach()
+    for _ in range(cfg.langevin_steps):
+        y = y + d ** 2 / 2 * (_input_grad(des, y) - (y - model.ref_mean) / s ** 2)
+        y = y + d * torch.randn(y.shape, generator=g)
+    # G1 (Eq. 16): X <- X + d'^2/2 (-X + (dg/dX)^T (Y~ - g(X)) / sigma^2) + d' U
+    d1, sigma = cfg.infer_step_size, cfg.gen_sigma
+    for _ in range(cfg.infer_steps):
+        fit = _input_grad(lambda x: -0.5 * (y - gen(x)).pow(2).flatten(1).sum(1) / sigma ** 2, z)
+        z = z + d1 ** 2 / 2 * (fit - z)
+        z = z + d1 * torch.randn(z.shape, generator=g)
+    y_fit = gen(z) if cfg.infer_steps else y_gen
+    # D2 (Eq. 9): descend mean f(Y~) - mean f(Y) (each set through the descriptor on its own)
+    des_loss = des(y).mean() - des(observed).mean()
+    d_grads = torch.autograd.grad(des_loss, list(des.parameters()))
+    # G2 (Eq. 17): descend mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)
+    gen_loss = sum(((y[i] - y_fit[i]) ** 2).sum() for i in range(cfg.chains)) / cfg.chains \
+        / (2 * sigma ** 2)
+    g_grads = torch.autograd.grad(gen_loss, list(gen.parameters()))
+    with torch.no_grad():
+        for params, grads, lr in ((des.parameters(), d_grads, lr_des), (gen.parameters(), g_grads, lr_gen)):
+            for p, grad in zip(params, grads):
+                p -= lr * grad
+    return des_loss.item(), gen_loss.item()
+
+
+@pytest.mark.parametrize("arch,frames,size,infer_steps", [("fast", 8, 16, 0), ("fast", 8, 16, 2),
+                                                          ("paper", 28, 16, 0)])
+def test_train_step_is_algorithm_1(arch, frames, size, infer_steps):
+    """train_step (fast formulations, steps inside the backward pass) against the written-out
+    iteration: both losses and every network's update (SGD, so the update is the gradient)."""
+    cfg_kw = dict(arch=arch, frames=frames, size=size, infer_steps=infer_steps, langevin_steps=3)
+    model, ref = _model(**cfg_kw), _model(**cfg_kw)
+    with torch.no_grad():  # weights large enough that the energies and revisions matter
+        for a, b in zip(model.descriptor.parameters(), ref.descriptor.parameters()):
+            a.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(a.numel()))
+            b.copy_(a)
+    observed = _stripes(frames, size)
+    lr_des, lr_gen = 1e-3, 1e-2
+    before = [p.detach().clone() for p in model.parameters()]
+    opts = Optimizers(torch.optim.SGD(model.descriptor.parameters(), lr=lr_des),
+                      torch.optim.SGD(model.generator.parameters(), lr=lr_gen))
+    stats = train_step(model, opts, observed, torch.Generator().manual_seed(7))
+    des_loss, gen_loss = _algorithm_1(ref, observed, 7, lr_des, lr_gen)
+    assert stats["des_loss"] == pytest.approx(des_loss, rel=1e-4, abs=1e-6)
+    assert stats["gen_loss"] == pytest.approx(gen_loss, rel=1e-4)
+    assert stats["langevin_rms"] > 0
+    for net, ref_net in ((model.descriptor, ref.descriptor), (model.generator, ref.generator)):
+        start = dict(zip((id(p) for p in model.parameters()), before))
+        moved = torch.cat([(p.detach() - start[id(p)]).flatten() for p in net.parameters()])
+        expected = torch.cat([(q.detach() - start[id(p)]).flatten()
+                              for p, q in zip(net.parameters(), ref_net.parameters())])
+        assert expected.norm() > 0 and _rel(moved, expected) < 1e-4
 
 
 def test_descriptor_learns_to_prefer_observed_clips():
@@ -42,35 +104,22 @@ def test_descriptor_learns_to_prefer_observed_clips():
     assert all(gap > 0 for gap in gaps[1:]) and max(gaps) > 1.0
 
 
-def test_generator_update_regresses_onto_revised_clips():
-    # With the descriptor frozen (lr tiny) the generator loss must fall: it fits its own revisions.
-    model = _model(lr_des=1e-12, lr_gen=0.01)
-    opts = Optimizers.for_model(model)
-    obs, g = _stripes(), torch.Generator().manual_seed(0)
-    losses = [train_step(model, opts, obs, g)["gen_loss"] for _ in range(8)]
-    assert losses[-1] < losses[0]
-
-
-def test_latent_inference_option_runs():
-    model = _model(infer_steps=2)
-    stats = train_step(model, Optimizers.for_model(model), _stripes(), torch.Generator().manual_seed(0))
-    assert all(math.isfinite(v) for v in stats.values())
-
-
-def test_synthesize_is_the_training_time_generator_and_changes_nothing():
+def test_synthesize_renders_latents_in_groups_of_the_chain_count():
+    """n = 3 clips with 2 chains: latents drawn as one (4, ...) batch from the generator,
+    rendered as two batches of 2 (BatchNorm sees the training batch size), the 4th dropped."""
     model = _model(chains=2)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     clips = model.synthesize(3, generator=torch.Generator().manual_seed(5))
     assert clips.shape == (3, 3, 8, 16, 16) and clips.abs().max() <= 1
-    # same latents, rendered as in training (groups of `chains`, batch statistics)
-    z = model.draw_latents(4, generator=torch.Generator().manual_seed(5))
-    model.train()
-    expected = torch.cat([model.generator(z[:2]), model.generator(z[2:])])[:3]
-    assert torch.allclose(clips, expected.detach(), atol=1e-6)
+    z = torch.randn((4, *model.generator.latent_shape()), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = torch.cat([model.generator(z[:2]), model.generator(z[2:])])[:3]
+        ungrouped = model.generator(z[:3])                     # one batch of 3: other statistics
+    assert torch.allclose(clips, expected, atol=1e-6)
+    assert (ungrouped - expected).abs().max() > 1e-3
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     # different latents give different clips; same seed reproduces
-    again = model.synthesize(3, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(clips, again)
+    assert torch.equal(clips, model.synthesize(3, generator=torch.Generator().manual_seed(5)))
     assert (clips[0] - clips[1]).abs().mean() > 1e-4
 
 
@@ -83,12 +132,11 @@ def test_synthesize_longer_and_refined():
     assert refined.shape == base.shape and not torch.equal(refined, base)
 
 
-def test_early_generator_update_gives_the_same_iteration():
-    # Without `sync` the generator is stepped and its gradient freed before the descriptor's
-    # gradient is made, and the spatially fully-connected weights are stepped in slices during
-    # the backward passes (fastops.step_in_backward); with one (here the identity) both updates
-    # follow both whole gradients. The iteration is the same either way (to rounding: the
-    # descriptor's sliced weight gradient sums its taps in another order).
+def test_steps_in_backward_give_the_same_iteration():
+    # Without `sync` every parameter is stepped inside the backward pass as its gradient completes
+    # (the spatially fully-connected weights slice by slice: fastops.step_in_backward); with one
+    # (here the identity) both updates follow both whole gradients. The iteration is the same
+    # either way (to rounding: the sliced weight gradient sums its taps in another order).
     runs = []
     for sync in (None, lambda _model, stats: stats):
         model = _model(arch="paper", frames=28, size=8)
@@ -97,10 +145,7 @@ def test_early_generator_update_gives_the_same_iteration():
                  for _ in range(2)]
         runs.append((model, stats))
         if sync is None:
-            fc = model.descriptor.body[2].weight
-            assert all(p.grad is None for p in model.generator.parameters())
-            assert fc.grad is None
-            assert all(p.grad is not None for p in model.descriptor.parameters() if p is not fc)
+            assert all(p.grad is None for p in model.parameters())  # stepped in backward, freed
     (m1, s1), (m2, s2) = runs
     for a, b in zip(s1, s2):
         assert all(abs(a[k] - b[k]) <= 1e-5 * abs(b[k]) + 1e-9 for k in b)

@@ -3,7 +3,7 @@
 For small valid mp4 (H.264), gif and avi (MPEG-4 Part 2) files, hypothesis draws a truncation
 point and/or a set of bit flips. :func:`dyntex.video.read_video` may then only
 
-* succeed, returning uint8 ``(n, S, S, 3)`` frames with ``1 <= n <= T`` (possibly with an
+* succeed, returning float32 ``(n, S, S, 3)`` frames in [0, 1] with ``1 <= n <= T`` (possibly with an
   :class:`~dyntex.video.InputWarning` about frames it had to skip), or
 * raise :class:`dyntex.errors.InputError` with a one-line message naming the file.
 
@@ -91,7 +91,8 @@ def _check(fmt: str, data: bytes, folder: Path) -> None:
             RAN[fmt, "refused"] += 1
             return
     frames = video.frames
-    assert isinstance(frames, np.ndarray) and frames.dtype == np.uint8
+    assert isinstance(frames, np.ndarray) and frames.dtype == np.float32
+    assert frames.min() >= 0 and frames.max() <= 1
     assert frames.ndim == 4 and 1 <= frames.shape[0] <= T and frames.shape[1:] == (SIZE, SIZE, 3)
     RAN[fmt, "decoded"] += 1
 

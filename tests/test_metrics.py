@@ -1,4 +1,4 @@
-"""Tests of eval.metrics."""
+"""Tests of dyntex.eval.metrics."""
 from __future__ import annotations
 
 import cv2
@@ -7,8 +7,8 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from dyntex.errors import InputError
-from eval.calibration import frozen, noise, phase_randomised, shuffled
-from eval.metrics import (METRIC_DOCS, PSStats, color_distance, diversity, luma, memorisation,
+from dyntex.eval.calibration import frozen, noise, phase_randomised, shuffled
+from dyntex.eval.metrics import (METRIC_DOCS, PSStats, color_distance, diversity, luma, memorisation,
                           motion_distance, ps_appearance, ps_distance, ps_dynamics, ps_setting,
                           ps_statistics, psnr, spectrum_distance, ssim)
 

@@ -1,5 +1,5 @@
 """Reports: training curves (dyntex.curves), the run report (``dyntex report``), the benchmark's
-``report.html`` (eval.report), and both pages opened in headless Chromium."""
+``report.html`` (dyntex.eval.report), and both pages opened in headless Chromium."""
 from __future__ import annotations
 
 import io
@@ -13,16 +13,16 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-import eval.benchmark as bm
+import dyntex.eval.benchmark as bm
+import dyntex.eval.runs as runs
 from cli import main
 from dyntex import curves
-from dyntex.api import preview_writer
 from dyntex.config import make_config
 from dyntex.errors import DivergenceError, InputError
 from dyntex.report import write_run_report
 from dyntex.trainer import Trainer, read_metrics
 from dyntex.video import read_video, write_video
-from eval.baselines import BASELINES
+from dyntex.eval.baselines import BASELINES
 from tests.browser import chromium_path
 from tests.test_trainer import _clips, _inject
 
@@ -123,7 +123,7 @@ def test_training_redraws_curves_with_previews_and_at_the_end(tmp_path: Path, pl
     assert [(r["lr_des"], r["lr_gen"], r["step_size"]) for r in rows] == [(0.01, 2e-4, 0.002)] * 5
     # Without previews (as the benchmark trains): once, at the end. Without a run folder: never.
     plotted.clear()
-    Trainer(cfg.replace(iters=3), run_dir=tmp_path / "quiet").fit(_clips())
+    Trainer(cfg.replace(iters=3), run_dir=tmp_path / "quiet", previews=False).fit(_clips())
     Trainer(cfg.replace(iters=2)).fit(_clips())
     assert plotted == [(3, 0)] and (tmp_path / "quiet" / "curves.png").is_file()
 
@@ -131,7 +131,7 @@ def test_training_redraws_curves_with_previews_and_at_the_end(tmp_path: Path, pl
 def test_metrics_log_the_lowered_rate_after_a_divergence(tmp_path: Path, monkeypatch, plotted) -> None:
     cfg = make_config("tiny", window="random", iters=6, checkpoint_every=2)
     _inject(monkeypatch, {4}, "nan")                        # rolled back to step 2, lr_des halved
-    Trainer(cfg, run_dir=tmp_path / "recovered").fit(_clips())
+    Trainer(cfg, run_dir=tmp_path / "recovered", previews=False).fit(_clips())
     rows = read_metrics(tmp_path / "recovered")
     assert [r["lr_des"] for r in rows if not r["event"]] == [0.01] * 2 + [0.005] * 4
     assert plotted == [(6, 1)]
@@ -141,7 +141,7 @@ def test_a_run_that_gives_up_leaves_its_curves(tmp_path: Path, monkeypatch, plot
     _inject(monkeypatch, set(range(3, 100)), "nan")
     cfg = make_config("tiny", window="random", iters=6, checkpoint_every=2, diverge_retries=2)
     with pytest.raises(DivergenceError):
-        Trainer(cfg, run_dir=tmp_path).fit(_clips())
+        Trainer(cfg, run_dir=tmp_path, previews=False).fit(_clips())
     assert plotted == [(2, 2)] and (tmp_path / "curves.png").is_file()       # both recoveries on it
 
 
@@ -150,7 +150,7 @@ def test_a_run_that_gives_up_leaves_its_curves(tmp_path: Path, monkeypatch, plot
 
 def tiny_run(run: Path, iters: int = 4) -> Path:
     cfg = make_config("tiny", window="random", iters=iters, preview_every=2, checkpoint_every=2)
-    Trainer(cfg, run_dir=run, on_preview=preview_writer(25.0)).fit(_clips())
+    Trainer(cfg, run_dir=run).fit(_clips())                        # previews by default
     return run
 
 
@@ -228,7 +228,7 @@ def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path
     def broken(*a, **k):
         raise InputError("HOSVD broke on purpose")
 
-    monkeypatch.setattr(bm, "BASELINES", {**BASELINES, "hosvd": BASELINES["hosvd"]._replace(fit=broken)})
+    monkeypatch.setattr(runs, "BASELINES", {**BASELINES, "hosvd": BASELINES["hosvd"]._replace(fit=broken)})
     kw = dict(frames=16, size=16, samples=2, progress=False)
     report = bm.run_benchmark(water_dir, tmp_path, methods="lds,hosvd,fftlds", **kw)
     page = report.paths["report.html"]
@@ -236,15 +236,18 @@ def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path
     text = page.read_text()
     summary = text.split('<table id="summary">')[1].split("</table>")[0]
     labels = re.findall(r"<tr(?: class=\"ref\")?><td>([^<]+)</td>", summary)
-    assert labels == ["LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"]
-    assert summary.count('class="ref"') == 2
+    calibration = ["noise", "phase-randomised", "shuffled", "frozen"]
+    assert labels == ["LDS (continuation)", "HOSVD (continuation)", "FFT-LDS (continuation)",
+                      "mean frame", "next window", *calibration]
+    assert summary.count('class="ref"') == 2 + len(calibration)
     assert "clip <b>stub</b> skipped: only 5 frames" in text
-    assert "clip <b>water</b>, HOSVD failed: HOSVD broke on purpose" in text
+    assert "clip <b>water</b>, HOSVD (continuation) failed: HOSVD broke on purpose" in text
     links = local_links(page)
     assert all((tmp_path / link).exists() for link in links)
     videos = re.findall(r'<video src="([^"]+)" autoplay loop muted playsinline>', text)
     assert [Path(v).name.split("-")[0] for v in videos] == ["observed", "lds", "fftlds", "meanframe",
-                                                              "nextwindow"]
+                                                              "nextwindow", "noise", "phase",
+                                                              "shuffled", "frozen"]
     assert len(re.findall(r'<img class="chart"', text)) == len(bm.COLUMNS)
     assert "<h2>Legend</h2>" in text and "<b>next window</b>:" in text
     # A rerun from the cache rewrites no media; files the page no longer shows are removed.
@@ -291,7 +294,9 @@ def test_reports_play_in_chromium(water_dir: Path, tmp_path: Path) -> None:
                               progress=False)
     seen = _check_in_chromium(report.paths["report.html"], tmp_path / "bench.png", min_videos=7)
     summary = next(t for t in seen["tables"] if t["id"] == "summary")
-    assert summary["rows"] == ["CoopNets", "LDS", "HOSVD", "FFT-LDS", "mean frame", "next window"]
+    assert summary["rows"] == ["CoopNets", "LDS (continuation)", "HOSVD (continuation)",
+                               "FFT-LDS (continuation)", "mean frame", "next window", "noise",
+                               "phase-randomised", "shuffled", "frozen"]
     assert "stub skipped: only 5 frames" in seen["text"]
     assert any(b["tag"] == "video" for b in seen["boxes"])                 # videos on the first screen
 

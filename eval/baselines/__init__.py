@@ -20,9 +20,9 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 from dyntex.errors import ConfigError
-from eval.baselines import fftlds, hosvd, lds
+from dyntex.eval.baselines import fftlds, hosvd, lds
 
-__all__ = ["BASELINES", "Baseline", "run"]
+__all__ = ["BASELINES", "Baseline", "run", "timing"]
 
 
 class Baseline(NamedTuple):
@@ -63,3 +63,16 @@ def run(name: str, clip: np.ndarray, samples: int, rng: np.random.Generator,
     t2 = time.perf_counter()
     return out, {"max_abs_eig": model.max_abs_eig, "fit_seconds": t1 - t0,
                  "sample_seconds": t2 - t1}
+
+
+def timing(frames: int = 64, size: int = 128) -> dict[str, float]:
+    """Seconds of fit + one synthesis of the LDS and HOSVD baselines on the project's rendered
+    water clip (``dyntex speed`` reports them beside the CoopNets figures)."""
+    from dyntex.sample_data import render_water
+
+    clip = render_water(frames=frames, size=size).astype(np.float32) / 255.0
+    out = {}
+    for name in ("lds", "hosvd"):
+        _, info = run(name, clip, 1, np.random.default_rng(0))
+        out[f"{name}_seconds"] = info["fit_seconds"] + info["sample_seconds"]
+    return out

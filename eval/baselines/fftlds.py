@@ -6,7 +6,7 @@ Fourier transform; only the coefficients with the largest mean magnitude over ti
 (90 % of all H*W*C of them, ranked jointly over the channels, as in the reference settings;
 ranking per channel instead moves PSNR by up to 0.07 dB), their real and imaginary parts are
 stacked into a real feature vector, and the LDS of Doretto et al. 2003 is identified on those
-features with the same closed-form estimator (:func:`eval.baselines.lds.fit_matrix`).
+features with the same closed-form estimator (:func:`dyntex.eval.baselines.lds.fit_matrix`).
 Synthesis rolls the LDS out, puts the coefficients back (dropped ones are zero), inverts the
 2-D FFT, keeps the real part and clips to [0, 1].
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dyntex.errors import InputError
-from eval.baselines.lds import LDSModel, as_clip, fit_matrix, synthesize_matrix
+from dyntex.eval.baselines.lds import LDSModel, as_clip, fit_matrix, synthesize_matrix
 
 __all__ = ["FFTLDSModel", "fit", "sample"]
 

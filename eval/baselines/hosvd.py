@@ -13,11 +13,11 @@ Doretto et al. 2003,
 
     f_{t+1} = A f_t + B v_t                                                       (H2)
 
-identified with the same least-squares estimator (:func:`eval.baselines.lds.identify_dynamics`).
+identified with the same least-squares estimator (:func:`dyntex.eval.baselines.lds.identify_dynamics`).
 Synthesis rolls (H2) out and substitutes the new F' into (H1): from the first fitted row (the
 continuation) or from a draw of the stationary distribution N(fbar, P) (a new sample; P from
 the Lyapunov equation when A is stable, the empirical covariance of the rows of F otherwise;
-:func:`eval.baselines.lds.stationary_start`). Unlike the LDS baseline the data are not
+:func:`dyntex.eval.baselines.lds.stationary_start`). Unlike the LDS baseline the data are not
 mean-subtracted: the mean lives in the leading temporal component, whose eigenvalue in A is then
 close to 1, so the new-sample start is centred on the mean fitted row fbar.
 
@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dyntex.errors import InputError
-from eval.baselines.lds import (as_clip, identify_dynamics, initial_state, max_abs_eig, rollout,
+from dyntex.eval.baselines.lds import (as_clip, identify_dynamics, initial_state, max_abs_eig, rollout,
                                 stationary_start)
 
 __all__ = ["ENERGY", "HOSVDModel", "energy_rank", "fit", "reconstruct", "sample"]

@@ -1,0 +1,315 @@
+"""One clip's data, and one (clip, method) entry: fit, sample, score, cached under
+``RESULTS_DIR/cache/`` (see :mod:`dyntex.eval.benchmark` for the protocol)."""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dyntex.eval import calibration, metrics
+from dyntex.eval.baselines import BASELINES
+from dyntex.eval.loading import read_head_tail
+from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION, METHODS,
+                                  METRICS_VERSION, MIN_FRAMES, NEW, PSNR_CAP, REFERENCES, Settings,
+                                  _clean, _digest, _single_threaded_blas, _write_json, _write_npy)
+from dyntex.inputs import ClipSource
+
+# --------------------------------------------------------------------------- one clip's data
+
+
+class _ClipData:
+    """A clip's observed frames, source video and metadata, decoded lazily and cached.
+
+    The metadata and the observed frames (float32, T x S x S x 3) are cached under
+    ``cache/<clip>/clip-<key>/``; the longer video (for memorisation and the next window) is
+    decoded only when a score that needs it is missing from the cache.
+    """
+
+    def __init__(self, src: ClipSource, st: Settings, cache: Path):
+        self.src, self.st = src, st
+        self.key = _digest({"v": CACHE_VERSION, "source": src.identity(), "path": str(src.path),
+                            "T": st.frames, "S": st.size, "memo": st.memo})
+        self.dir = cache / src.name / f"clip-{self.key}"
+        self._meta: dict[str, Any] | None = None
+        self._observed: np.ndarray | None = None
+        self._head: np.ndarray | None = None
+        self._tail: np.ndarray | None = None
+        self._video_luma: np.ndarray | None = None
+        self._ps: dict[bool, metrics.PSStats] = {}
+        self.ps_seconds = 0.0
+
+    # -- decoding ------------------------------------------------------------------------------
+    def _decode(self) -> None:
+        st, T = self.st, self.st.frames
+        head, tail, fps, total = read_head_tail(self.src.path, 2 * T, max(st.memo, 2 * T), st.size)
+        self._head, self._tail = head, tail
+        n = len(head)
+        notes = list(self.src.notes)
+        skip = None
+        if n < T:
+            if n < MIN_FRAMES:
+                skip = f"only {n} frames (fewer than {MIN_FRAMES})"
+                used = 0
+            else:
+                used = n - n % 4
+                notes.append(f"{n} frames (< T={T}): used the first {used}")
+        else:
+            used = T
+        self._meta = {"frames_used": used, "frames_decoded": n + len(tail), "fps": fps,
+                      "source_frames": total, "skip": skip, "notes": notes,
+                      "has_next_window": used > 0 and n >= 2 * used}
+        self._observed = head[:used]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if used:
+            _write_npy(self.dir / "observed.npy", self._observed)
+        _write_json(self.dir / "meta.json", self._meta)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            try:
+                meta = json.loads((self.dir / "meta.json").read_text())
+                observed = (np.load(self.dir / "observed.npy") if meta["frames_used"]
+                            else np.zeros((0,), np.float32))
+                if meta["frames_used"] and observed.shape != (meta["frames_used"], self.st.size,
+                                                              self.st.size, 3):
+                    raise ValueError("stale observed.npy")
+                self._meta, self._observed = meta, observed
+            except (OSError, ValueError, KeyError):
+                self._decode()
+        assert self._meta is not None
+        return self._meta
+
+    @property
+    def observed(self) -> np.ndarray:
+        self.meta
+        assert self._observed is not None
+        return self._observed
+
+    @property
+    def T(self) -> int:
+        return int(self.meta["frames_used"])
+
+    def video_luma(self) -> np.ndarray:
+        """Luma (L, S, S) of the source video (up to ``memo`` frames), for the copy search."""
+        if self._video_luma is None:
+            if self._head is None:
+                self._decode()
+            self._video_luma = metrics.luma(np.concatenate([self._head, self._tail]))
+        return self._video_luma
+
+    def ps(self, temporal: bool) -> metrics.PSStats:
+        """PS statistics of the observed frames (``temporal``: of their differences), once."""
+        if temporal not in self._ps:
+            t0 = time.perf_counter()
+            self._ps[temporal] = metrics.ps_statistics(self.observed, temporal=temporal)
+            self.ps_seconds += time.perf_counter() - t0
+        return self._ps[temporal]
+
+    def next_window(self) -> np.ndarray | None:
+        if not self.meta["has_next_window"]:
+            return None
+        if self._head is None:
+            self._decode()
+        return self._head[self.T:2 * self.T]
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _coop_config(st: Settings, frames: int):
+    from dyntex.config import make_config
+
+    return make_config(st.preset, frames=frames, size=st.size, iters=st.iters, seed=st.seed,
+                       device=st.device, window="first")
+
+
+def _baseline_of(row: str) -> tuple[str, str]:
+    """(baseline name, rollout start) of a baseline row key: ``lds`` -> (lds, first),
+    ``lds-new`` -> (lds, stationary)."""
+    return (row[:-len(NEW)], "stationary") if row.endswith(NEW) else (row, "first")
+
+
+def _fit_baseline(row: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
+    """Fit the row's baseline once and draw K rollouts, sample k from its own seeded Generator
+    (a new-sample row draws its start from it first)."""
+    name, start = _baseline_of(row)
+    baseline = BASELINES[name]
+    extra = {"energy": st.hosvd_energy} if name == "hosvd" else {}
+    t0 = time.perf_counter()
+    model = baseline.fit(observed, stabilize=st.stabilize, **extra)
+    t1 = time.perf_counter()
+    K, T = st.samples, len(observed)
+    clips = [baseline.sample(model, T, np.random.default_rng(st.seed * K + k), noise=st.noise,
+                             start=start) for k in range(K)]
+    t2 = time.perf_counter()
+    info = {"fit_seconds": t1 - t0, "sample_seconds": t2 - t1,
+            "max_abs_eig": float(model.max_abs_eig), "start": start}
+    if start == "stationary":                   # how the start covariance was found
+        info["start_covariance"] = model.lds.start_law[2] if name == "fftlds" \
+            else model.start_law[2]
+    if name == "hosvd":
+        info["ranks"] = list(model.ranks)
+    return np.stack(clips).astype(np.float32), info
+
+
+def _fit_coop(observed: np.ndarray, st: Settings, run_dir: Path) -> tuple[np.ndarray, dict]:
+    """Train CoopNets on the observed clip (run folder ``run_dir``, resumable); K fresh samples."""
+    import torch
+
+    from dyntex.trainer import Trainer
+    from dyntex.video import to_unit
+
+    cfg = _coop_config(st, len(observed))
+    x = torch.from_numpy(np.ascontiguousarray(observed)).permute(3, 0, 1, 2)[None] * 2.0 - 1.0
+    trainer = Trainer(cfg, run_dir=run_dir, resume=True, progress=st.progress, previews=False)
+    resumed_at = trainer.step
+    t0 = time.perf_counter()
+    model = trainer.fit(x)
+    t1 = time.perf_counter()
+    fit_seconds = t1 - t0
+    if resumed_at:
+        try:
+            from dyntex.trainer import read_metrics
+
+            fit_seconds = float(read_metrics(run_dir)[-1]["seconds"])
+        except (ImportError, OSError, IndexError, KeyError, ValueError):
+            pass
+    g = torch.Generator(device=trainer.device).manual_seed(st.seed)
+    out = model.synthesize(st.samples, generator=g)
+    t2 = time.perf_counter()
+    return to_unit(out), {"fit_seconds": fit_seconds, "sample_seconds": t2 - t1,
+                          "max_abs_eig": None, "iters": cfg.iters, "device": str(trainer.device),
+                          "resumed_at_step": resumed_at}
+
+
+def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
+    """The settings a method's samples depend on (its cache key is their digest)."""
+    base = {"v": CACHE_VERSION, "clip": clip.key, "method": method}
+    if method in BASELINE_METHODS:
+        params = {**base, "K": st.samples, "seed": st.seed, "noise": st.noise,
+                  "stabilize": st.stabilize}
+        if _baseline_of(method)[0] == "hosvd":
+            params["hosvd_energy"] = st.hosvd_energy
+        return params
+    if method == "coop":
+        return {**base, "K": st.samples, "seed": st.seed,
+                "config": _coop_config(st, clip.T).to_dict()}
+    if method in CALIBRATION and method != "frozen":
+        return {**base, "seed": st.seed}            # drawn from np.random.default_rng((seed, i))
+    return base                                     # the other references are deterministic
+
+
+def _metric_key(st: Settings) -> str:
+    return (f"v{METRICS_VERSION}-{'rgb' if st.rgb else 'luma'}-stride{st.motion_stride}"
+            f"-memo{st.memo}-cap{PSNR_CAP:g}{'' if st.ps else '-nops'}")
+
+
+def _score(method: str, samples: np.ndarray, clip: _ClipData, st: Settings) -> dict[str, Any]:
+    """The statistics of ``samples`` (K, T, S, S, 3) against the observed clip (means over K)."""
+    obs, gray = clip.observed, not st.rgb
+    per: dict[str, list[float]] = {k: [] for k in ("psnr", "ssim", "spectrum", "motion", "color",
+                                                    "ps_appearance", "ps_dynamics",
+                                                    "memorisation")}
+    capped, ps_seconds = 0, 0.0
+    video = clip.video_luma()           # memorisation compares luma
+    for s in samples:
+        per["psnr"].append(metrics.psnr(s, obs, gray=gray, cap=PSNR_CAP))
+        capped += sum(metrics.psnr(s[t:t + 1], obs[t:t + 1], gray=gray, cap=PSNR_CAP) >= PSNR_CAP
+                      for t in range(len(s)))
+        per["ssim"].append(metrics.ssim(s, obs, gray=gray))
+        per["spectrum"].append(metrics.spectrum_distance(s, obs))
+        per["motion"].append(metrics.motion_distance(s, obs, stride=st.motion_stride))
+        per["color"].append(metrics.color_distance(s, obs))
+        if st.ps:
+            t0 = time.perf_counter()
+            per["ps_appearance"].append(metrics.ps_distance(metrics.ps_statistics(s),
+                                                            clip.ps(False)))
+            per["ps_dynamics"].append(metrics.ps_distance(metrics.ps_statistics(s, temporal=True),
+                                                          clip.ps(True)))
+            ps_seconds += time.perf_counter() - t0
+        if method == "nextwindow":
+            # Windows overlapping the next window itself would find it; search the others.
+            T = clip.T
+            found = [metrics.memorisation(s, video[:T], cap=PSNR_CAP)]
+            if len(video) - 2 * T >= T:
+                found.append(metrics.memorisation(s, video[2 * T:], cap=PSNR_CAP))
+            per["memorisation"].append(max(found))
+        else:
+            per["memorisation"].append(metrics.memorisation(s, video, cap=PSNR_CAP))
+    out: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
+    out["psnr_per_sample"] = per["psnr"]
+    out["psnr_capped_frames"] = int(capped)
+    out["ps_seconds"] = ps_seconds if st.ps else None   # the samples' PS statistics, all K
+    if method == "meanframe":
+        out["diversity"] = 0.0                          # deterministic: every draw is the same
+    elif method in REFERENCES or len(samples) < 2:
+        out["diversity"] = None
+    else:
+        out["diversity"] = metrics.diversity(list(samples))
+    return out
+
+
+def _produce(method: str, clip: _ClipData, st: Settings, entry: Path) -> tuple[np.ndarray, dict]:
+    if method in BASELINE_METHODS:
+        return _fit_baseline(method, clip.observed, st)
+    if method == "coop":
+        return _fit_coop(clip.observed, st, entry / "run")
+    if method == "meanframe":
+        obs = clip.observed
+        return np.broadcast_to(obs.mean(axis=0), obs.shape)[None].astype(np.float32), {}
+    if method in CALIBRATION:
+        obs, rng = clip.observed, np.random.default_rng((st.seed, CALIBRATION.index(method)))
+        made = {"noise": lambda: calibration.noise(obs, rng),
+                "phase-randomised": lambda: calibration.phase_randomised(obs, rng),
+                "shuffled": lambda: calibration.shuffled(obs, rng),
+                "frozen": lambda: calibration.frozen(obs)}[method]()
+        return made[None].astype(np.float32), {}
+    nw = clip.next_window()
+    assert nw is not None
+    return nw[None].astype(np.float32), {}
+
+
+def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path) -> dict[str, Any]:
+    """A method's (or reference's) samples and scores on one clip, from the cache or computed."""
+    key = _digest(_entry_params(method, clip=clip, st=st))
+    entry = cache / clip.src.name / f"{method}-{key}"
+    info_path, samples_path = entry / "info.json", entry / "samples.npy"
+    want = (st.samples if method in METHODS else 1, clip.T, st.size, st.size, 3)
+    info: dict[str, Any] | None = None
+    samples: np.ndarray | None = None
+    try:
+        info = json.loads(info_path.read_text())
+        samples = np.load(samples_path)
+        if samples.shape != want:
+            raise ValueError("stale samples")
+        cached = True
+    except (OSError, ValueError, KeyError):
+        # CoopNets trains with torch's own threads; numpy's BLAS is for the rest.
+        with nullcontext() if method == "coop" else _single_threaded_blas():
+            samples, timing = _produce(method, clip, st, entry)
+        info = {"key": key, "method": method, **timing, "metrics": {}}
+        _write_npy(samples_path, samples)
+        _write_json(info_path, _clean(info))
+        cached = False
+        # A finished CoopNets run keeps config.json and metrics.csv; its checkpoints (tens to
+        # hundreds of MB each) were only needed to resume an interrupted training.
+        shutil.rmtree(entry / "run" / "checkpoints", ignore_errors=True)
+    mkey = _metric_key(st)
+    if mkey not in info.get("metrics", {}):
+        with _single_threaded_blas():
+            info.setdefault("metrics", {})[mkey] = _score(method, samples, clip, st)
+        _write_json(info_path, _clean(info))
+    scores = info["metrics"][mkey]
+    result = {k: v for k, v in info.items() if k not in ("metrics", "method")}
+    return {**result, **scores, "cached": cached, "first_sample": samples[0]}
+
+
+# --------------------------------------------------------------------------- outputs
+
+

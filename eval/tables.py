@@ -1,0 +1,249 @@
+"""The benchmark's tables (text, Markdown, CSV) and media (side-by-side videos, contact sheet)."""
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from dyntex.eval import metrics
+from dyntex.eval.runs import _baseline_of, _coop_config
+from dyntex.eval.settings import (BASELINE_METHODS, COLUMNS, DASH, LABELS, NEW, PSNR_CAP, Settings,
+                                  _DOC_KEYS, _digest, _fmt, _write_text)
+
+def _energy_text(energy: float) -> str:
+    return "every row and column (full ranks)" if energy >= 1.0 else \
+        f"{100 * energy:g} % of each spatial mode's energy"
+
+
+def _label(method: str, st: Settings) -> str:
+    if method not in BASELINE_METHODS:
+        return LABELS[method]
+    new = _baseline_of(method)[1] == "stationary"
+    how = ["new sample"] if new else ["continuation" if st.noise else "reconstruction"]
+    if new and not st.noise:
+        how.append("no noise")
+    if st.stabilize:
+        how.append("stabilised")
+    return f"{LABELS[method]} ({', '.join(how)})"
+
+
+def _to_uint8(clip: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(clip * 255.0), 0, 255).astype(np.uint8)
+
+
+def side_by_side(clips: Sequence[np.ndarray], labels: Sequence[str], gap: int = 2) -> np.ndarray:
+    """Clips (T, S, S, 3) uint8 next to each other, each labelled in a white band at the top.
+
+    Returns uint8 (T, band + S, n S + (n - 1) gap, 3) with ``band = max(12, S // 5)``; the panels
+    are separated by ``gap`` white columns.
+    """
+    T, S = clips[0].shape[0], clips[0].shape[1]
+    band = max(12, S // 5)
+    n = len(clips)
+    out = np.full((T, band + S, n * S + (n - 1) * gap, 3), 255, np.uint8)
+    scale = band / 32.0
+    for i, (clip, label) in enumerate(zip(clips, labels)):
+        x = i * (S + gap)
+        out[:, band:, x:x + S] = clip[:T]
+        text = str(label)
+        # Shrink the text until it fits its panel.
+        s = scale
+        while s > 0.2 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)[0][0] > S - 2:
+            s *= 0.9
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)
+        header = out[0, :band, x:x + S].copy()
+        cv2.putText(header, text, (max(1, (S - w) // 2), (band + h) // 2), cv2.FONT_HERSHEY_SIMPLEX,
+                    s, (0, 0, 0), 1, cv2.LINE_AA)
+        out[:, :band, x:x + S] = header
+    return out
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _summary(clip_results: list[dict], rows: Sequence[str]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        got = [c["rows"][row] for c in clip_results if row in c["rows"] and "error" not in c["rows"][row]]
+        entry: dict[str, Any] = {"row": row, "clips": len(got)}
+        for key, *_ in COLUMNS:
+            vals = [g[key] for g in got if g.get(key) is not None]
+            entry[key] = float(np.mean(vals)) if vals else None
+        entry["psnr_capped_frames"] = int(sum(g.get("psnr_capped_frames", 0) for g in got))
+        eigs = [g["max_abs_eig"] for g in got if g.get("max_abs_eig") is not None]
+        entry["unstable_fits"] = sum(e > 1.0 for e in eigs) if eigs else None
+        out.append(entry)
+    return out
+
+
+def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: Sequence[str],
+            n_clips: int) -> tuple[str, str]:
+    """(printed text, table.md)."""
+    mode = "RGB" if st.rgb else "luma"
+    coop = f"; CoopNets: preset {st.preset}, {_coop_config(st, st.frames).iters} iterations" \
+        if "coop" in st.methods else ""
+    head = (f"Each method fit on the first T={st.frames} frames at {st.size}x{st.size}, "
+            f"K={st.samples} samples of T frames; baselines {'roll out with noise' if st.noise else 'deterministic (reconstruction)'}"
+            f"{', stabilised' if st.stabilize else ''}{coop}; PSNR/SSIM on {mode}; "
+            f"{'' if st.ps else 'Portilla-Simoncelli statistics skipped (--no-ps); '}"
+            f"means over clips ({n_clips} used).")
+    sum_rows = []
+    for s in summary:
+        cells = [_label(s["row"], st), str(s["clips"])]
+        for key, _, spec, _ in COLUMNS:
+            cell = _fmt(s[key], spec) if s["clips"] else DASH
+            if key == "psnr" and s["psnr_capped_frames"] and cell != DASH:
+                cell += "*"
+            cells.append(cell)
+        sum_rows.append(cells)
+    summary_md = _table(["method", "clips"] + [c[1] for c in COLUMNS], sum_rows)
+
+    # One spectral radius per fitted baseline (its continuation and new-sample rows share A).
+    baselines = list(dict.fromkeys(_baseline_of(m)[0] for m in st.methods
+                                   if m in BASELINE_METHODS))
+    pc_header = ["clip", "frames"] + [_label(r, st) for r in rows] + \
+        ([f"max abs eig ({' / '.join(LABELS[b] for b in baselines)})"] if baselines else []) + ["note"]
+    pc_rows = []
+    for c in clip_results:
+        cells = [c["clip"], str(c["frames_used"]) if not c["skip"] else DASH]
+        notes = list(c["notes"])
+        if c["skip"]:
+            notes.insert(0, f"skipped: {c['skip']}")
+        for r in rows:
+            res = c["rows"].get(r)
+            if res is None:
+                cells.append(DASH)
+            elif "error" in res:
+                cells.append("failed")
+                notes.append(f"{LABELS[r]} failed: {res['error']}")
+            else:
+                star = "*" if res["psnr_capped_frames"] else ""
+                cells.append(f"{_fmt(res['psnr'], '{:.2f}')}{star} / {_fmt(res['ssim'], '{:.3f}')}")
+        if baselines:
+            cells.append(" / ".join(_fmt((c["rows"].get(b) or c["rows"].get(b + NEW) or {})
+                                         .get("max_abs_eig"), "{:.4f}") for b in baselines))
+        cells.append("; ".join(notes))
+        pc_rows.append(cells)
+    per_clip_md = _table(pc_header, pc_rows)
+
+    legend = [f"- **{name}**: {metrics.METRIC_DOCS[_DOC_KEYS[key]]}"
+              for key, _, _, name in COLUMNS]
+    legend += [
+        "- **max abs eig**: spectral radius of the fitted state transition A (> 1: the noise-free "
+        "rollout grows without bound); CoopNets has none",
+        "- **(continuation)** / **(new sample)**: a baseline's rollouts start from the state "
+        "fitted to frame 1, so their first frames continue the observed clip, or from a draw "
+        "of the fitted model's stationary distribution, a new clip as CoopNets draws one "
+        "(covariance from the discrete Lyapunov equation P = A P A^T + B B^T when A is stable, "
+        "the empirical covariance of the fitted states otherwise)",
+        f"- HOSVD's spatial ranks keep {_energy_text(st.hosvd_energy)}; temporal rank "
+        "min(40, T/2)",
+        "- **mean frame**: every frame is the observed clip's mean frame (what blur scores); its "
+        "diversity is 0 by construction",
+        "- **next window**: the real frames T+1..2T scored against frames 1..T (what a perfect new "
+        "sample scores); only for videos of at least 2T frames, no diversity (one clip); its "
+        "memorisation searches only the windows that do not overlap it",
+        "- calibration rows (one clip each, no diversity; a statistic that scores one as well as "
+        "the next window is fooled by it): **noise** i.i.d. Gaussian pixels with the clip's "
+        "per-channel mean and standard deviation, clipped to [0, 1]; **phase-randomised** the "
+        "clip's 3-D Fourier amplitudes with random phases (one noise phase field for all "
+        "channels, so the luma spectrum is kept), clipped to [0, 1]; **shuffled** the observed "
+        "frames in a random order, none in its place; **frozen** the first frame repeated",
+        f"- memorisation searches up to {st.memo} frames of the source video; samples and "
+        "windows are compared on luma",
+        "- PSNR/SSIM cells in the per-clip table are PSNR (dB) / SSIM; `*`: some synthesized "
+        f"frames equal the observed ones, their PSNR counts as {PSNR_CAP:g} dB",
+    ]
+    legend_md = "\n".join(legend)
+    text = (f"## Benchmark: means over clips\n\n{head}\n\n{summary_md}\n\n"
+            f"## Per clip (PSNR / SSIM)\n\n{per_clip_md}\n\n## Legend\n\n{legend_md}\n")
+
+    detail_rows = []
+    for c in clip_results:
+        for r in rows:
+            res = c["rows"].get(r)
+            if res is None or "error" in res:
+                continue
+            detail_rows.append([c["clip"], _label(r, st)]
+                               + [_fmt(res.get(k), spec) for k, _, spec, _ in COLUMNS]
+                               + [_fmt(res.get("max_abs_eig"), "{:.4f}"),
+                                  _fmt(res.get("fit_seconds"), "{:.2f}"),
+                                  _fmt(res.get("sample_seconds"), "{:.2f}"),
+                                  _fmt(res.get("ps_seconds"), "{:.2f}")])
+    detail_md = _table(["clip", "method"] + [c[1] for c in COLUMNS]
+                       + ["max abs eig", "fit s", "synthesis s", "PS s"], detail_rows)
+    markdown = f"{text}\n## Per clip, all statistics\n\n{detail_md}\n"
+    return text, markdown
+
+
+_CSV_FIELDS = ("clip", "row", "label", "frames", "psnr", "ssim", "spectrum", "motion", "color",
+               "ps_appearance", "ps_dynamics", "diversity", "memorisation", "psnr_capped_frames",
+               "max_abs_eig", "fit_seconds", "sample_seconds", "ps_seconds", "cached", "note")
+
+
+def _csv(st: Settings, clip_results: list[dict], rows: Sequence[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, _CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for c in clip_results:
+        if c["skip"]:
+            w.writerow({"clip": c["clip"], "note": f"skipped: {c['skip']}"})
+            continue
+        for r in rows:
+            res = c["rows"].get(r)
+            if res is None:
+                continue
+            line = {"clip": c["clip"], "row": r, "label": _label(r, st), "frames": c["frames_used"],
+                    "note": res.get("error", "")}
+            for k in _CSV_FIELDS[4:-1]:
+                v = res.get(k)
+                line[k] = "" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)
+            w.writerow(line)
+    return buf.getvalue()
+
+
+def _write_outputs(out: Path, st: Settings, clip_results: list[dict], rows: Sequence[str],
+                   markdown: str) -> dict[str, Path]:
+    from dyntex.video import contact_sheet, write_png, write_video
+
+    paths = {"table.md": out / "table.md", "results.csv": out / "results.csv"}
+    _write_text(paths["table.md"], markdown)
+    _write_text(paths["results.csv"], _csv(st, clip_results, rows))
+    sheet_rows, sheet_labels = [], []
+    for c in clip_results:
+        shown = [m for m in st.methods if m in c["rows"] and "error" not in c["rows"][m]]
+        if c["skip"] or c.get("observed") is None:
+            continue
+        panels = [_to_uint8(c["observed"])] + [_to_uint8(c["rows"][m]["first_sample"])
+                                               for m in shown]
+        labels = ["observed"] + [_label(m, st) for m in shown]
+        fps = c["fps"] or 25.0
+        # Rewriting unchanged videos is most of a fully cached rerun (GIF palettes are slow):
+        # skip them when their inputs (the cache entries shown, labels, fps) are the same.
+        digest = _digest([c["clip_key"], [c["rows"][m]["key"] for m in shown], labels, fps])
+        stamp = out / "cache" / c["clip"] / "side_by_side.digest"
+        targets = {ext: out / "side_by_side" / f"{c['clip']}.{ext}" for ext in ("mp4", "gif")}
+        fresh = all(t.exists() for t in targets.values()) and stamp.exists() \
+            and stamp.read_text().strip() == digest
+        if not fresh:
+            stamp.unlink(missing_ok=True)
+            video = side_by_side(panels, labels)
+            for ext, target in targets.items():
+                write_video(target, video, fps)
+            _write_text(stamp, digest + "\n")
+        for ext, target in targets.items():
+            paths[f"side_by_side/{c['clip']}.{ext}"] = target
+        sheet_rows += panels
+        sheet_labels += [f"{c['clip']} {lab}" for lab in labels]
+    if sheet_rows:
+        paths["contact_sheet.png"] = write_png(out / "contact_sheet.png",
+                                               contact_sheet(sheet_rows, 8, sheet_labels))
+    return paths
