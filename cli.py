@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from dyntex import allocator
-from dyntex.config import PRESETS, config_from_sources, load_config_file
+from dyntex.config import DEFAULT_PRESET, PRESETS, config_from_sources, load_config_file
 from dyntex.errors import DyntexError, InputWarning
 
 # Exit codes: 1 = bad input / settings / outputs (one line on stderr), 130 = interrupted.
@@ -69,8 +69,10 @@ def _training_options(f):
     """Options that override the config (None = not given, so the preset/config file decides)."""
     opts = [
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Starting settings: fast (default, made for a laptop CPU), paper "
-                          "(the authors' exact Exp. 7 networks, 64 x 128^2), tiny (smoke tests)."),
+                     help="Starting settings: standard (default: stationary multi-scale "
+                          "networks, ~10 min a clip on a laptop CPU), fast (the earlier, quicker "
+                          "default), paper (the authors' exact Exp. 7 networks, 64 x 128^2), "
+                          "tiny (smoke tests)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="JSON file of settings (keys as in RUN_DIR/config.json)."),
         click.option("--frames", type=int, help="Frames T per training clip."),
@@ -131,29 +133,32 @@ def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | 
               help="Comma-separated subset of mp4, gif, png (frame folders), npy (float [0,1]).")
 @click.option("--frames", type=int, default=None,
               help="Frames per clip (default: the training length; longer is allowed).")
+@click.option("--size", type=int, default=None,
+              help="Frame side (default: the training size; another size needs the multiscale "
+                   "networks of the standard preset).")
 @click.option("--langevin-steps", type=int, default=0, show_default=True,
               help="Refine the generator's clips by K descriptor Langevin steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
 def synthesize(run_dir: Path, n: int, out: Path, formats: str, frames: int | None,
-               langevin_steps: int, seed: int, device: str) -> None:
+               size: int | None, langevin_steps: int, seed: int, device: str) -> None:
     """Sample N new clips from the model trained in RUN_DIR."""
     from dyntex import api
 
     fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
     written = api.synthesize(run_dir, n, out, fmts, frames=frames, langevin_steps=langevin_steps,
-                             seed=seed, device=device)
+                             seed=seed, device=device, size=size)
     click.echo(f"wrote {len(written)} outputs to {out}")
 
 
 @main.command()
 @click.option("--out", "-o", default="demo_out", show_default=True,
               type=click.Path(path_type=Path))
-@click.option("--iters", type=int, default=None, help="Training iterations (default: the fast preset's).")
+@click.option("--iters", type=int, default=None, help="Training iterations (default: the default preset's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
-    """Train the fast preset on the shipped water clip and write samples and a contact sheet."""
+    """Train the default preset on the shipped water clip and write samples and a contact sheet."""
     from dyntex import api
 
     paths = api.demo(out, iters=iters, progress=not quiet, device=device)
@@ -181,8 +186,8 @@ def report(run_dir: Path) -> None:
 @click.option("--frames", type=int, default=32, show_default=True,
               help="T: each method is fit on the first T frames and synthesizes T frames.")
 @click.option("--size", type=int, default=64, show_default=True, help="Frame side S.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="fast", show_default=True,
-              help="CoopNets preset: its networks and optimisation (T and S are --frames and --size).")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET,
+              show_default=True, help="CoopNets preset: its networks and optimisation (T and S are --frames and --size).")
 @click.option("--iters", type=int, default=None, help="CoopNets iterations (default: the preset's).")
 @click.option("--samples", type=int, default=3, show_default=True, help="K: samples per method.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -219,7 +224,8 @@ def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "fast"]), default="paper", show_default=True,
+@click.option("--preset", type=click.Choice(["paper", "standard", "fast"]), default="paper",
+              show_default=True,
               help="Networks and settings to time.")
 @click.option("--frames", type=int, default=None, help="Frames T (default: the preset's).")
 @click.option("--size", type=int, default=None, help="Frame side S (default: the preset's).")

@@ -13,7 +13,7 @@ import torch
 
 from . import distributed
 from .clips import WindowSampler
-from .config import Config, make_config
+from .config import DEFAULT_PRESET, Config, make_config
 from .errors import ConfigError, OutputError
 from .inputs import fps_of, load_inputs
 from .report import write_run_report
@@ -70,12 +70,15 @@ def train(inputs: str | Path | list[Video], out: str | Path, config: Config, res
 
 def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[str] = ("mp4", "gif"),
                frames: int | None = None, langevin_steps: int = 0, seed: int = 0,
-               device: str = "auto") -> list[Path]:
-    """Write ``n`` clips sampled from a trained run (``sample_000.mp4`` ...); returns the paths."""
+               device: str = "auto", size: int | None = None) -> list[Path]:
+    """Write ``n`` clips sampled from a trained run (``sample_000.mp4`` ...); returns the paths.
+    ``size``: another frame side than the training one (multiscale networks only)."""
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     if frames is not None and frames < 1:
         raise ConfigError(f"--frames must be at least 1, got {frames}")
+    if size is not None and size < 1:
+        raise ConfigError(f"--size must be at least 1, got {size}")
     if langevin_steps < 0:
         raise ConfigError(f"--langevin-steps must be 0 or more, got {langevin_steps}")
     unknown = set(formats) - set(OUTPUT_FORMATS)
@@ -85,7 +88,8 @@ def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[s
     check_output_folder(out)
     model, meta = load_model(run_dir, device)
     g = torch.Generator(device=model.device).manual_seed(seed)
-    clips = from_model(model.synthesize(n, frames=frames, langevin_steps=langevin_steps, generator=g))
+    clips = from_model(model.synthesize(n, frames=frames, langevin_steps=langevin_steps,
+                                        generator=g, size=size))
     written: list[Path] = []
     for i, clip in enumerate(clips):
         written += write_outputs(out, f"sample_{i:03d}", clip, meta.get("fps", 25.0), formats)
@@ -93,14 +97,14 @@ def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[s
 
 
 def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:
-    """The main job on the shipped sample: train the fast preset on ``data/water.mp4``, then write
+    """The main job on the shipped sample: train the default preset on ``data/water.mp4``, then write
     three synthesized clips (mp4 + gif), a contact sheet (observed row above synthesized rows) and
     the run's ``report.html``."""
     from .sample_data import sample_clip
 
     out = Path(out)
     check_output_folder(out)
-    cfg = make_config("fast", iters=iters, **overrides)
+    cfg = make_config(DEFAULT_PRESET, iters=iters, **overrides)
     videos = load_inputs(sample_clip(), cfg.frames, cfg.size)
     trainer = train(videos, out / "run", cfg, resume=(out / "run" / "checkpoints").is_dir(), progress=progress)
     g = torch.Generator(device=trainer.device).manual_seed(cfg.seed)

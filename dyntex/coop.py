@@ -15,7 +15,8 @@ from torch import nn
 from . import fastops
 from .config import Config
 from .langevin import infer_latent, revise
-from .nets import Descriptor, Generator, build_nets
+from .errors import ConfigError
+from .nets import Descriptor, FieldGenerator, Generator, build_nets
 
 Tensor = torch.Tensor
 
@@ -28,7 +29,11 @@ class CoopNets(nn.Module):
         self.config = config
         self.descriptor: Descriptor
         self.generator: Generator
-        options = {"layout_channels": config.layout_channels} if config.arch == "multiscale" else {}
+        options = {}
+        if config.arch == "multiscale":
+            w = config.motion_channels
+            options = {"layout_channels": config.layout_channels,
+                       "motion_channels": (w, 2 * w, 4 * w) if w else None}
         self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,
                                                      config.latent_channels,
                                                      frame_bias=config.frame_bias == "mean", **options)
@@ -70,10 +75,21 @@ class CoopNets(nn.Module):
         return next(self.parameters()).device
 
     def draw_latents(self, n: int, frames: int | None = None,
-                     generator: torch.Generator | None = None) -> Tensor:
-        """X ~ N(0, I) for ``n`` clips of ``frames`` frames (training length by default)."""
-        return torch.randn((n, *self.generator.latent_shape(frames)), generator=generator,
-                           device=self.device)
+                     generator: torch.Generator | None = None, size: int | None = None) -> Tensor:
+        """X ~ N(0, I) for ``n`` clips of ``frames`` frames (training length by default) and, for
+        the fully convolutional multiscale generator, ``size`` x ``size`` frames."""
+        if size is None or size == self.config.size:
+            shape = self.generator.latent_shape(frames)
+        elif isinstance(self.generator, FieldGenerator):
+            if size % 8 or size < 8:
+                raise ConfigError(f"--size must be a multiple of 8 (>= 8) for the multiscale "
+                                  f"networks, got {size}")
+            shape = self.generator.latent_shape(frames, size)
+        else:
+            raise ConfigError(f"the {self.config.arch} generator renders only its training size "
+                              f"({self.config.size}); other sizes need arch 'multiscale' "
+                              f"(the standard preset)")
+        return torch.randn((n, *shape), generator=generator, device=self.device)
 
     def revise(self, y: Tensor, steps: int | None = None,
                generator: torch.Generator | None = None) -> Tensor:
@@ -85,18 +101,23 @@ class CoopNets(nn.Module):
 
     @torch.no_grad()
     def synthesize(self, n: int, frames: int | None = None, langevin_steps: int = 0,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, size: int | None = None) -> Tensor:
         """``n`` new clips (n, C, frames, S, S), in model space (nominally [-1, 1]).
 
         Latents are rendered in groups of the training chain count, so BatchNorm sees batches of
         the size it was trained with (see :mod:`dyntex.nets`); a last partial group is filled with
         extra draws that are discarded. ``langevin_steps`` > 0 refines the generator's output by
-        that many descriptor Langevin steps (the descriptor's own sampler).
+        that many descriptor Langevin steps (the descriptor's own sampler). ``size``: frames of
+        another side than the training one (multiscale generator only; its layout map and frame
+        bias are stretched to it).
         """
         frames = frames or self.config.frames
+        if langevin_steps and size not in (None, self.config.size):
+            raise ConfigError("--langevin-steps needs the training size: the descriptor's last "
+                              "layer is fully connected in space")
         group = self.config.chains
         n_groups = -(-n // group)
-        z = self.draw_latents(n_groups * group, frames, generator)
+        z = self.draw_latents(n_groups * group, frames, generator, size)
         clips = torch.cat([self.sampler(zg, frames) for zg in z.split(group)])[:n]
         if langevin_steps:
             clips = self.revise(clips, langevin_steps, generator)

@@ -2,7 +2,7 @@
 
 Layout is torchvision's video convention, (B, C, T, H, W).
 
-Two architectures:
+Three architectures:
 
 ``paper``
     Exactly the networks of the authors' Exp. 7 (Xie et al., "Cooperative Training of Descriptor
@@ -19,8 +19,22 @@ Two architectures:
     are S/2 (descriptor) and S/4 (generator), and the latent length is (T - 24) / 4, so T must be
     a multiple of 4 and at least 28, and S a multiple of 4.
 
-``fast`` (the default; designed for a laptop CPU and to avoid the paper networks' visible defects
-    when scaled down to 32 x 64^2):
+``multiscale`` (the ``standard`` preset, the default; :func:`build_multiscale`): networks for
+    stationary textures (after STGConvNet, Xie et al. CVPR 2017), fully convolutional in space
+    and time, so a trained model renders larger frames too:
+
+    * generator: a latent *field* X (C x t x S/8 x S/8) of coarse factors, three stages of x2
+      upsampling + 3^3 convolution + BatchNorm + ReLU, each finer stage adding its own per-pixel
+      noise map with a learned weight per channel (as StyleGAN), a transposed-convolution head
+      (kernel 4, stride 2: no sub-pixel grid) and tanh; optional learned ``layout`` map joined
+      to the factors and a :class:`FrameBias` before the tanh (the clip's fixed layout);
+    * descriptor: a strided pyramid (kernel 4, stride 2, replicate padding) whose every scale
+      adds the summed response of a 1x1 head to f (energies of local statistics at 3 scales),
+      a small spatially fully-connected last term (the frame's layout), and optionally the
+      same pyramid on the temporal differences Y[t+1] - Y[t] (the texture of the motion).
+
+``fast`` (the default before ``multiscale``; designed for a laptop CPU and to avoid the paper
+    networks' visible defects when scaled down to 32 x 64^2):
 
     * transposed convolutions with kernel 4, stride 2 (kernel divisible by the stride, so every
       output pixel receives the same number of taps: no checkerboard);

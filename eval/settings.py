@@ -15,6 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from dyntex.eval.baselines import hosvd
+from dyntex.config import DEFAULT_PRESET
 from dyntex.fileio import atomic_write
 
 NEW = "-new"                    # row key suffix: the baseline's new-sample (stationary start) row
@@ -60,7 +61,7 @@ class Settings:
     size: int = 64                              # S
     samples: int = 3                            # K
     seed: int = 0
-    preset: str = "fast"                        # CoopNets preset
+    preset: str = DEFAULT_PRESET                # CoopNets preset
     iters: int | None = None                    # CoopNets iterations (None: the preset's)
     device: str | None = None                   # CoopNets device (None: the preset's, "auto")
     noise: bool = True                          # False: deterministic baseline rollouts

@@ -66,13 +66,23 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
     return des_loss.item(), gen_loss.item()
 
 
-@pytest.mark.parametrize("arch,frames,size,infer_steps", [("fast", 8, 16, 0), ("fast", 8, 16, 2),
-                                                          ("paper", 28, 16, 0)])
-def test_train_step_is_algorithm_1(arch, frames, size, infer_steps):
+# the standard preset's networks: multi-scale, layout map, frame bias, motion branch, and the
+# reference distribution centred on the observed mean frame
+MULTISCALE = dict(arch="multiscale", layout_channels=2, frame_bias="mean", motion_channels=4,
+                  ref_mean="frame")
+
+
+@pytest.mark.parametrize("arch,frames,size,infer_steps,extra", [
+    ("fast", 8, 16, 0, {}), ("fast", 8, 16, 2, {}), ("paper", 28, 16, 0, {}),
+    ("multiscale", 16, 16, 0, MULTISCALE), ("multiscale", 16, 16, 2, MULTISCALE)])
+def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
     """train_step (fast formulations, steps inside the backward pass) against the written-out
     iteration: both losses and every network's update (SGD, so the update is the gradient)."""
-    cfg_kw = dict(arch=arch, frames=frames, size=size, infer_steps=infer_steps, langevin_steps=3)
+    cfg_kw = dict(extra, arch=arch, frames=frames, size=size, infer_steps=infer_steps,
+                  langevin_steps=3)
     model, ref = _model(**cfg_kw), _model(**cfg_kw)
+    for m in (model, ref):
+        m.init_from_data(_stripes(frames, size)[0].mean(1))
     with torch.no_grad():  # weights large enough that the energies and revisions matter
         for a, b in zip(model.descriptor.parameters(), ref.descriptor.parameters()):
             a.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(a.numel()))

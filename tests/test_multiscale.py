@@ -1,0 +1,168 @@
+"""The standard preset's model: multi-scale stationary networks, layout map, frame bias, motion
+branch, reference mean, generator EMA, and their round trip through a checkpoint."""
+import pytest
+import torch
+
+from dyntex.config import make_config
+from dyntex.coop import CoopNets, Optimizers, train_step
+from dyntex.errors import ConfigError
+from dyntex.nets import build_nets
+from dyntex.trainer import Trainer, checkpoint_paths, load_model
+
+
+def _small(**kw):
+    """The standard preset, shrunk to test size."""
+    return make_config("standard", frames=16, size=16, latent_channels=4, layout_channels=2,
+                       motion_channels=4, langevin_steps=2, **kw)
+
+
+def _clips(n=2, frames=16, size=16):
+    g = torch.Generator().manual_seed(3)
+    base = torch.rand(n, 3, 1, size, size, generator=g) * 1.2 - 0.6
+    wave = 0.3 * torch.sin(torch.arange(frames) / 2.0).view(1, 1, frames, 1, 1)
+    return (base + wave).clamp(-1, 1)
+
+
+def test_multiscale_networks_are_fully_convolutional():
+    """Trained at 16 x 16^2, the same weights render and score larger frames and longer clips."""
+    torch.manual_seed(0)
+    des, gen = build_nets("multiscale", 16, 16, 4, layout_channels=2, motion_channels=(4, 8, 16))
+    z = torch.randn(2, *gen.latent_shape())
+    assert gen.latent_shape() == (4 + 8 + 64, gen.latent_frames(), 2, 2)  # factors + noise maps
+    y = gen(z)
+    assert y.shape == (2, 3, 16, 16, 16) and y.abs().max() <= 1
+    big = gen(torch.randn(2, *gen.latent_shape(24, 48)), 24)
+    assert big.shape == (2, 3, 24, 48, 48)
+    with torch.no_grad():
+        for p in des.parameters():
+            p.normal_(0.0, 0.05)
+    assert des(y).shape == (2,) and torch.isfinite(des(big[:, :, :16, :16, :16])).all()
+    # clips of a batch do not interact in the descriptor (observed and revised share a batch)
+    a, b = torch.randn(2, 3, 16, 16, 16), torch.randn(3, 3, 16, 16, 16)
+    assert torch.allclose(des(torch.cat([a, b])), torch.cat([des(a), des(b)]), rtol=1e-5, atol=1e-6)
+
+
+def test_noise_maps_change_detail_not_the_coarse_clip():
+    """The per-pixel noise (StyleGAN-like) varies the fine detail of a clip; the coarse factors
+    decide the rest: two noise draws with the same factors differ less than two factor draws."""
+    torch.manual_seed(0)
+    _, gen = build_nets("multiscale", 16, 32, 8)
+    z = torch.randn(4, *gen.latent_shape())
+    other_noise, other_factors = z.clone(), z.clone()
+    other_noise[:, 8:] = torch.randn_like(z[:, 8:])
+    other_factors[:, :8] = torch.randn_like(z[:, :8])
+    with torch.no_grad():
+        y, y_noise, y_factors = gen(z), gen(other_noise), gen(other_factors)
+    assert 0 < (y - y_noise).abs().mean() < (y - y_factors).abs().mean()
+
+
+def test_motion_branch_sees_only_temporal_differences():
+    """The motion term of f is unchanged by a static image added to every frame and changed by
+    reordering the frames; the appearance trunk sees both."""
+    torch.manual_seed(0)
+    des, _ = build_nets("multiscale", 16, 16, 4, motion_channels=(4, 8, 16))
+    with torch.no_grad():
+        for p in des.parameters():
+            p.normal_(0.0, 0.1)
+
+    def parts(y):
+        with torch.no_grad():
+            full = des(y)
+            trunk, des.motion_trunk = des.motion_trunk, None
+            appearance = des(y)
+            des.motion_trunk = trunk
+        return appearance, full - appearance
+
+    y = _clips(1)
+    static = y + 0.3 * torch.rand(1, 3, 1, 16, 16)
+    shuffled = y[:, :, torch.randperm(16, generator=torch.Generator().manual_seed(1))]
+    (app, mot), (app_s, mot_s), (_, mot_p) = parts(y), parts(static), parts(shuffled)
+    assert torch.allclose(mot, mot_s, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(app, app_s, rtol=1e-3)
+    assert not torch.allclose(mot, mot_p, rtol=1e-3)
+
+
+def test_frame_bias_and_reference_start_at_the_observed_mean_frame():
+    clips = _clips()
+    mean_frame = clips.mean(dim=(0, 2))
+    torch.manual_seed(0)
+    model = CoopNets(_small())
+    before = model.synthesize(2, generator=torch.Generator().manual_seed(0))
+    model.init_from_data(mean_frame)
+    after = model.synthesize(2, generator=torch.Generator().manual_seed(0))
+    err_before = (before.mean(dim=(0, 2)) - mean_frame).abs().mean()
+    err_after = (after.mean(dim=(0, 2)) - mean_frame).abs().mean()
+    assert err_after < 0.5 * err_before  # the generator renders about the mean frame from step 0
+    assert torch.allclose(torch.tanh(model.generator.frame_bias.bias[0, :, 0]), mean_frame, atol=1e-5)
+    assert torch.allclose(model.ref_mean[0, :, 0], mean_frame)
+    channel = CoopNets(_small(ref_mean="channel"))
+    channel.init_from_data(mean_frame)
+    assert torch.allclose(channel.ref_mean[0, :, 0, 3, 5], mean_frame.mean(dim=(1, 2)))
+    zero = CoopNets(_small(ref_mean="zero"))
+    zero.init_from_data(mean_frame)
+    assert not zero.ref_mean.any()
+
+
+def test_ema_generator_averages_and_synthesizes():
+    torch.manual_seed(0)
+    model = CoopNets(_small(ema=0.75))
+    model.init_from_data(_clips().mean(dim=(0, 2)))
+    start = [p.detach().clone() for p in model.generator_ema.parameters()]
+    opts = Optimizers.for_model(model)
+    train_step(model, opts, _clips(1), torch.Generator().manual_seed(0))
+    for avg, cur, old in zip(model.generator_ema.parameters(), model.generator.parameters(), start):
+        assert torch.allclose(avg, 0.75 * old + 0.25 * cur, atol=1e-7)
+    assert any(not torch.equal(a, c) for a, c in zip(model.generator_ema.parameters(),
+                                                      model.generator.parameters()))
+    assert model.sampler is model.generator_ema
+    z = model.draw_latents(2, generator=torch.Generator().manual_seed(1))
+    out = model.synthesize(2, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(out, model.generator_ema(z)) and not torch.equal(out, model.generator(z))
+
+
+def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
+    model = Trainer(_small(iters=2, ema=0.5, checkpoint_every=2), run_dir=tmp_path).fit(_clips())
+    raw = torch.load(checkpoint_paths(tmp_path)[-1], map_location="cpu", weights_only=True)
+    assert raw["config"]["motion_channels"] == 4 and raw["config"]["preset"] == "standard"
+    loaded, _ = load_model(tmp_path)
+    assert loaded.config.motion_channels == 4 and loaded.ref_mean.abs().sum() > 0
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+    a = model.synthesize(2, langevin_steps=1, generator=torch.Generator().manual_seed(5))
+    b = loaded.synthesize(2, langevin_steps=1, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"arch": "fast"}, "needs arch 'multiscale'"),
+    ({"frames": 8}, "needs frames >= 16"),
+    ({"size": 60}, "multiple of 8"),
+])
+def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config("standard", **overrides)
+
+
+def test_synthesize_at_another_size_from_the_command_line(tmp_path):
+    """The fully convolutional generator renders larger frames than it trained on; the fast
+    networks refuse with one line."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from cli import main
+
+    Trainer(_small(iters=1), run_dir=tmp_path / "run").fit(_clips())
+    r = CliRunner().invoke(main, ["synthesize", str(tmp_path / "run"), "-n", "1", "--size", "32",
+                                  "--format", "npy", "-o", str(tmp_path / "big")])
+    assert r.exit_code == 0, r.output
+    clip = np.load(tmp_path / "big" / "sample_000.npy")
+    assert clip.shape == (16, 32, 32, 3) and 0 <= clip.min() and clip.max() <= 1
+    r = CliRunner().invoke(main, ["synthesize", str(tmp_path / "run"), "--size", "36",
+                                  "-o", str(tmp_path / "odd")])
+    assert r.exit_code == 1 and "multiple of 8" in r.output and not (tmp_path / "odd").exists()
+    Trainer(make_config("tiny", iters=1), run_dir=tmp_path / "fast").fit(_clips(frames=8))
+    r = CliRunner().invoke(main, ["synthesize", str(tmp_path / "fast"), "--size", "32",
+                                  "-o", str(tmp_path / "fast_big")])
+    assert r.exit_code == 1 and "renders only its training size" in r.output
+    assert not (tmp_path / "fast_big").exists()
