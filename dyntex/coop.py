@@ -16,7 +16,8 @@ from . import fastops
 from .config import Config
 from .langevin import infer_latent, revise
 from .errors import ConfigError
-from .nets import Descriptor, FieldGenerator, Generator, build_nets
+from .multiscale import FieldGenerator
+from .nets import Descriptor, Generator, build_nets
 
 Tensor = torch.Tensor
 

@@ -1,0 +1,189 @@
+"""The ``multiscale`` networks (the ``standard`` preset): a stationary, fully convolutional,
+multi-scale descriptor and generator for dynamic textures (after STGConvNet, Xie et al. CVPR 2017;
+:mod:`dyntex.nets` describes them beside the ``paper`` and ``fast`` networks).
+
+Layout is (B, C, T, H, W). Every layer is convolutional, so a model trained at S x S renders and
+scores other sizes (a multiple of 8); only the optional layout map, frame bias and the
+descriptor's last spatially fully-connected term are tied to the training size (the first two
+are stretched to another size; the last makes descriptor Langevin at another size impossible).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .nets import Descriptor, Generator, _batchnorm, _init_normal, check_shape
+
+
+def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
+    """(B, C r^3, t, h, w) -> (B, C, r t, r h, r w): each cell's r^3 channels become an r x r x r
+    block (the 3-D pixel shuffle)."""
+    b, c, t, h, w = x.shape
+    c //= r ** 3
+    x = x.reshape(b, c, r, r, r, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c, t * r, h * r, w * r)
+
+
+class GeneratorStage(nn.Module):
+    """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool):
+        super().__init__()
+        self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
+        self.conv = nn.Conv3d(c_in, c_out, 3, padding=1)
+        self.noise_weight = nn.Parameter(torch.full((1, c_out, 1, 1, 1), 0.2)) if noise else None
+        self.post = nn.Sequential(_batchnorm(c_out), nn.ReLU())
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv(self.up(x))
+        if self.noise_weight is not None:
+            x = x + self.noise_weight * noise
+        return self.post(x)
+
+
+class FieldGenerator(Generator):
+    """A generator whose latent X is a spatio-temporal field, with per-pixel noise at finer scales.
+
+    X is (C + sum_i 8^i, t, S/8, S/8): C channels of coarse latent factors, then, for each stage i
+    that takes noise, one noise map at that stage's resolution (2^i times finer in time and space)
+    packed into 8^i channels of the coarse grid (:func:`depth_to_space3d` unpacks it). As in
+    StyleGAN, each noise map is added to its stage's convolution output with a learned weight
+    per channel: the fine detail gets its own randomness. ``layout`` (optional, learned) is a
+    (channels, 1, S/8, S/8) map joined to the coarse factors at every latent frame: what the clip
+    holds at a fixed place. Everything else is convolutional, so a larger X renders a larger clip.
+    ``body`` is the last block (to RGB, tanh); ``stages`` come before it.
+    """
+
+    def __init__(self, stages: list[GeneratorStage], head: nn.Sequential, latent_channels: int,
+                 margin: int, frames: int, size: int, layout_channels: int):
+        self.noise_levels = [i for i, st in enumerate(stages) if st.noise_weight is not None]
+        packed = latent_channels + sum(8 ** i for i in self.noise_levels)
+        super().__init__(head, packed, scale=4, offset=0, margin=margin, frames=frames)
+        self.factors = latent_channels
+        self.stages = nn.ModuleList(stages)
+        self.size = size
+        self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // 8, size // 8))
+                       if layout_channels else None)
+
+    def latent_shape(self, frames: int | None = None, size: int | None = None
+                     ) -> tuple[int, int, int, int]:
+        side = (size or self.size) // 8
+        return (self.latent_channels, self.latent_frames(frames), side, side)
+
+    def forward(self, z: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+        x, packed = z[:, :self.factors], z[:, self.factors:]
+        noise, c = {}, 0
+        for i in self.noise_levels:
+            noise[i] = depth_to_space3d(packed[:, c:c + 8 ** i], 2 ** i)
+            c += 8 ** i
+        if self.layout is not None:
+            layout = self.layout
+            if layout.shape[-2:] != x.shape[-2:]:  # another size: stretch the layout to it
+                layout = nn.functional.interpolate(layout[:, :, 0], size=x.shape[-2:],
+                                                   mode="bilinear", align_corners=False)[:, :, None]
+            x = torch.cat([x, layout.expand(x.shape[0], -1, x.shape[2], -1, -1)], 1)
+        for i, stage in enumerate(self.stages):
+            x = stage(x, noise.get(i))
+        y = self.body(x)
+        frames = frames or self.frames
+        start = (y.shape[2] - frames) // 2
+        if start < 0:
+            raise ConfigError(f"latent of length {z.shape[2]} renders {y.shape[2]} frames, "
+                              f"fewer than the {frames} asked for")
+        return y[:, :, start:start + frames]
+
+
+class MultiScaleDescriptor(Descriptor):
+    """f(Y) = sum over scales s of sum_positions w_s . h_s(Y) (+ a spatially fully-connected term)
+    (+ the same on the temporal differences of Y).
+
+    h_s are the ReLU feature maps of a strided convolutional trunk; each scale contributes the
+    summed response of a 1x1x1 head, so the energy matches local statistics at every scale (the
+    FRAME / STGConvNet view of f), and an optional last layer fully connected in space (as the
+    paper's FC_S) adds the fixed layout of the frame. ``motion``: a second, narrower trunk with
+    its own heads sees D(Y) = Y[t+1] - Y[t] (a linear map of Y, so f stays a function of the clip
+    whose input gradient is D's adjoint applied to the branch's), the texture of the motion.
+    """
+
+    def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None,
+                 motion: tuple[list[nn.Module], list[nn.Module]] | None = None):
+        nn.Module.__init__(self)
+        self.trunk, self.heads, self.fc = nn.ModuleList(trunk), nn.ModuleList(heads), fc
+        self.motion_trunk = nn.ModuleList(motion[0]) if motion else None
+        self.motion_heads = nn.ModuleList(motion[1]) if motion else None
+
+    @staticmethod
+    def _pyramid(h: torch.Tensor, trunk: nn.ModuleList, heads: nn.ModuleList) -> tuple:
+        f = h.new_zeros(h.shape[0])
+        for block, head in zip(trunk, heads):
+            h = block(h)
+            f = f + head(h).flatten(1).sum(1)
+        return f, h
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        f, h = self._pyramid(y, self.trunk, self.heads)
+        if self.fc is not None:
+            f = f + self.fc(h).flatten(1).sum(1)
+        if self.motion_trunk is not None:
+            f = f + self._pyramid(y[:, :, 1:] - y[:, :, :-1], self.motion_trunk, self.motion_heads)[0]
+        return f
+
+
+class Upsample(nn.Module):
+    def __init__(self, scale: tuple[int, int, int], mode: str = "nearest"):
+        super().__init__()
+        self.scale, self.mode = scale, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, scale_factor=self.scale, mode=self.mode)
+
+
+MS_GEN = (96, 48, 24)      # generator channels at S/8, S/4, S/2
+MS_DES = (32, 64, 128)     # descriptor channels at S/2, S/4, S/8
+MS_MARGIN = 4              # frames rendered and dropped at each end (as FAST_MARGIN)
+
+
+def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels: int = 16,
+                     layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
+                     des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
+                     noise: bool = True, motion_channels: tuple[int, ...] | None = None,
+                     head: str = "transposed", stem: int = 0, margin: int = MS_MARGIN
+                     ) -> tuple[Descriptor, Generator]:
+    """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
+    ``head``: "transposed" (kernel 4, stride 2) or "resize" (x2 bilinear, then conv 3^3) last
+    upsampling; ``stem`` > 0: a stride-1 3^3 convolution of that width first in the descriptor."""
+    check_shape("multiscale", frames, size)
+    g0, g1, g2 = gen_channels
+    stages = [GeneratorStage(latent_channels + layout_channels, g0, upsample=False, noise=False),
+              GeneratorStage(g0, g1, upsample=True, noise=noise),
+              GeneratorStage(g1, g2, upsample=True, noise=noise)]
+    # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
+    # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
+    if head == "transposed":
+        last = nn.ConvTranspose3d(g2, channels, (3, 4, 4), stride=(1, 2, 2), padding=1)
+    else:
+        last = nn.Sequential(Upsample((1, 2, 2), mode="trilinear"), nn.Conv3d(g2, channels, 3, padding=1))
+    gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, margin, frames,
+                         size, layout_channels)
+    _init_normal(gen, 0.02)
+    def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
+        trunk, heads, c_in = [], [], channels
+        if stem:
+            trunk.append(nn.Sequential(nn.Conv3d(c_in, stem, 3, padding=1, padding_mode="replicate"),
+                                       nn.ReLU()))
+            heads.append(nn.Conv3d(stem, 1, 1))
+            c_in = stem
+        for c in widths:
+            # kernel 4 at stride 2, replicate padding: every pixel and frame reached evenly (as fast)
+            trunk.append(nn.Sequential(nn.Conv3d(c_in, c, 4, stride=2, padding=1,
+                                                 padding_mode="replicate"), nn.ReLU()))
+            heads.append(nn.Conv3d(c, 1, 1))
+            c_in = c
+        return trunk, heads
+
+    trunk, heads = pyramid(des_channels)
+    fc = nn.Conv3d(des_channels[-1], 16, (1, size // 8, size // 8)) if des_fc else None
+    des = MultiScaleDescriptor(trunk, heads, fc, pyramid(motion_channels) if motion_channels else None)
+    _init_normal(des, 0.001)
+    return des, gen
