@@ -181,8 +181,8 @@ def _check_shapes(cfg: Config) -> None:
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
-    if cfg.motion_channels and cfg.frames < 16:  # 3 stride-2 scales on the T - 1 differences
-        raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= 16; "
+    if cfg.motion_channels and cfg.frames < 12:  # 3 stride-2 scales on the T - 1 differences
+        raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= 12; "
                           f"got {cfg.frames} (set motion_channels to 0 for shorter clips)")
 
 

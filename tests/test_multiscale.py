@@ -136,7 +136,7 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("overrides,message", [
     ({"arch": "fast"}, "needs arch 'multiscale'"),
-    ({"frames": 8}, "needs frames >= 16"),
+    ({"frames": 8}, "needs frames >= 12"),
     ({"size": 60}, "multiple of 8"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
