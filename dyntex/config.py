@@ -87,6 +87,7 @@ MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "f
               "motion_channels")
 
 DEFAULT_PRESET = "standard"
+MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
 
 # Named sets of overrides. "paper" is exactly the authors' Exp. 7 (Xie et al., TPAMI; code
 # jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "standard" is the default
@@ -181,8 +182,9 @@ def _check_shapes(cfg: Config) -> None:
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
-    if cfg.motion_channels and cfg.frames < 12:  # 3 stride-2 scales on the T - 1 differences
-        raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= 12; "
+    if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
+        raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
+                          f"{MOTION_MIN_FRAMES}; "
                           f"got {cfg.frames} (set motion_channels to 0 for shorter clips)")
 
 

@@ -125,8 +125,12 @@ class _ClipData:
 def _coop_config(st: Settings, frames: int):
     from dyntex.config import make_config
 
+    from dyntex.config import MOTION_MIN_FRAMES
+
+    # a clip shorter than the motion branch needs trains without it (README, Protocol)
+    short = {"motion_channels": 0} if frames < MOTION_MIN_FRAMES else {}
     return make_config(st.preset, frames=frames, size=st.size, iters=st.iters, seed=st.seed,
-                       device=st.device, window="first")
+                       device=st.device, window="first", **short)
 
 
 def _baseline_of(row: str) -> tuple[str, str]:

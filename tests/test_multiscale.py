@@ -166,3 +166,14 @@ def test_synthesize_at_another_size_from_the_command_line(tmp_path):
                                   "-o", str(tmp_path / "fast_big")])
     assert r.exit_code == 1 and "renders only its training size" in r.output
     assert not (tmp_path / "fast_big").exists()
+
+
+def test_benchmark_trains_short_clips_without_the_motion_branch():
+    """A clip shorter than the motion branch needs (the benchmark's clips may be) still trains the
+    standard preset, without that branch; longer ones keep it."""
+    from dyntex.eval.runs import _coop_config
+    from dyntex.eval.settings import Settings
+
+    st = Settings(frames=32, size=16)
+    assert _coop_config(st, 8).motion_channels == 0 and _coop_config(st, 8).arch == "multiscale"
+    assert _coop_config(st, 12).motion_channels == _coop_config(st, 32).motion_channels == 16
