@@ -147,12 +147,9 @@ MS_MARGIN = 4              # frames rendered and dropped at each end (as FAST_MA
 def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels: int = 16,
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
-                     noise: bool = True, motion_channels: tuple[int, ...] | None = None,
-                     head: str = "transposed", stem: int = 0, margin: int = MS_MARGIN
+                     noise: bool = True, motion_channels: tuple[int, ...] | None = None
                      ) -> tuple[Descriptor, Generator]:
-    """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
-    ``head``: "transposed" (kernel 4, stride 2) or "resize" (x2 bilinear, then conv 3^3) last
-    upsampling; ``stem`` > 0: a stride-1 3^3 convolution of that width first in the descriptor."""
+    """Fully convolutional, multi-scale descriptor and generator (see the module docstring)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     stages = [GeneratorStage(latent_channels + layout_channels, g0, upsample=False, noise=False),
@@ -160,20 +157,14 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
               GeneratorStage(g1, g2, upsample=True, noise=noise)]
     # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
     # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
-    if head == "transposed":
-        last = nn.ConvTranspose3d(g2, channels, (3, 4, 4), stride=(1, 2, 2), padding=1)
-    else:
-        last = nn.Sequential(Upsample((1, 2, 2), mode="trilinear"), nn.Conv3d(g2, channels, 3, padding=1))
-    gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, margin, frames,
-                         size, layout_channels)
+    # (a resize-convolution head, bilinear x2 then conv 3^3, has no grid either but was blurrier
+    # and scored worse: docs/quality.md)
+    last = nn.ConvTranspose3d(g2, channels, (3, 4, 4), stride=(1, 2, 2), padding=1)
+    gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,
+                         frames, size, layout_channels)
     _init_normal(gen, 0.02)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
         trunk, heads, c_in = [], [], channels
-        if stem:
-            trunk.append(nn.Sequential(nn.Conv3d(c_in, stem, 3, padding=1, padding_mode="replicate"),
-                                       nn.ReLU()))
-            heads.append(nn.Conv3d(stem, 1, 1))
-            c_in = stem
         for c in widths:
             # kernel 4 at stride 2, replicate padding: every pixel and frame reached evenly (as fast)
             trunk.append(nn.Sequential(nn.Conv3d(c_in, c, 4, stride=2, padding=1,
