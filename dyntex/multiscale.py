@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import ConfigError
 from .nets import Descriptor, Generator, _batchnorm, _init_normal, check_shape
 
 
@@ -85,13 +84,7 @@ class FieldGenerator(Generator):
             x = torch.cat([x, layout.expand(x.shape[0], -1, x.shape[2], -1, -1)], 1)
         for i, stage in enumerate(self.stages):
             x = stage(x, noise.get(i))
-        y = self.body(x)
-        frames = frames or self.frames
-        start = (y.shape[2] - frames) // 2
-        if start < 0:
-            raise ConfigError(f"latent of length {z.shape[2]} renders {y.shape[2]} frames, "
-                              f"fewer than the {frames} asked for")
-        return y[:, :, start:start + frames]
+        return self.centre_frames(self.body(x), z, frames)
 
 
 class MultiScaleDescriptor(Descriptor):

@@ -202,7 +202,10 @@ class Generator(nn.Module):
         return (self.latent_channels, self.latent_frames(frames), 1, 1)
 
     def forward(self, z: torch.Tensor, frames: int | None = None) -> torch.Tensor:
-        y = self.body(z)
+        return self.centre_frames(self.body(z), z, frames)
+
+    def centre_frames(self, y: torch.Tensor, z: torch.Tensor, frames: int | None) -> torch.Tensor:
+        """The centre ``frames`` (default: training length) of the rendering ``y`` of ``z``."""
         frames = frames or self.frames
         start = (y.shape[2] - frames) // 2
         if start < 0:
