@@ -70,7 +70,7 @@ def _training_options(f):
     opts = [
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
                      help="Starting settings: standard (default: stationary multi-scale "
-                          "networks, ~10 min a clip on a laptop CPU), fast (the earlier, quicker "
+                          "networks, ~7 min a clip on a 2-core CPU), fast (the earlier, quicker "
                           "default), paper (the authors' exact Exp. 7 networks, 64 x 128^2), "
                           "tiny (smoke tests)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
