@@ -93,7 +93,7 @@ MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal
 # jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "standard" is the default
 # (docs/quality.md measures each of its choices against "fast", the earlier default).
 PRESETS: dict[str, dict[str, Any]] = {
-    # Stationary multi-scale networks (nets.build_multiscale) with a learned layout map and
+    # Stationary multi-scale networks (multiscale.build_multiscale) with a learned layout map and
     # frame bias, a descriptor that also sees temporal differences, and the reference
     # distribution centred on the observed mean frame.
     "standard": {"arch": "multiscale", "layout_channels": 8, "frame_bias": "mean",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .nets import Descriptor, Generator, _batchnorm, _init_normal, check_shape
+from .nets import Descriptor, Generator, _batchnorm, _init_normal, check_shape, stretch_map
 
 
 def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -77,10 +77,7 @@ class FieldGenerator(Generator):
             noise[i] = depth_to_space3d(packed[:, c:c + 8 ** i], 2 ** i)
             c += 8 ** i
         if self.layout is not None:
-            layout = self.layout
-            if layout.shape[-2:] != x.shape[-2:]:  # another size: stretch the layout to it
-                layout = nn.functional.interpolate(layout[:, :, 0], size=x.shape[-2:],
-                                                   mode="bilinear", align_corners=False)[:, :, None]
+            layout = stretch_map(self.layout, x.shape[-2:])
             x = torch.cat([x, layout.expand(x.shape[0], -1, x.shape[2], -1, -1)], 1)
         for i, stage in enumerate(self.stages):
             x = stage(x, noise.get(i))

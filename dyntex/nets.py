@@ -26,14 +26,14 @@ Three architectures:
     * generator: a latent *field* X (C x t x S/8 x S/8) of coarse factors, three stages of x2
       upsampling + 3^3 convolution + BatchNorm + ReLU, each finer stage adding its own per-pixel
       noise map with a learned weight per channel (as StyleGAN), a transposed-convolution head
-      (kernel 4, stride 2: no sub-pixel grid) and tanh; optional learned ``layout`` map joined
+      (kernel 4, stride 2) and tanh; optional learned ``layout`` map joined
       to the factors and a :class:`FrameBias` before the tanh (the clip's fixed layout);
     * descriptor: a strided pyramid (kernel 4, stride 2, replicate padding) whose every scale
       adds the summed response of a 1x1 head to f (energies of local statistics at 3 scales),
       a small spatially fully-connected last term (the frame's layout), and optionally the
       same pyramid on the temporal differences Y[t+1] - Y[t] (the texture of the motion).
 
-``fast`` (the default before ``multiscale``; designed for a laptop CPU and to avoid the paper
+``fast`` (the default before ``standard``; designed for a laptop CPU and to avoid the paper
     networks' visible defects when scaled down to 32 x 64^2):
 
     * transposed convolutions with kernel 4, stride 2 (kernel divisible by the stride, so every
@@ -126,11 +126,16 @@ class FrameBias(nn.Module):
         self.bias.copy_(torch.atanh(frame.clamp(-0.98, 0.98))[None, :, None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.bias
-        if bias.shape[-2:] != x.shape[-2:]:  # another size: stretch the bias to it
-            bias = nn.functional.interpolate(bias[:, :, 0], size=x.shape[-2:], mode="bilinear",
-                                             align_corners=False)[:, :, None]
-        return x + bias
+        return x + stretch_map(self.bias, x.shape[-2:])
+
+
+def stretch_map(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """A learned (1, C, 1, h, w) map at frame size ``hw`` (bilinear when it differs: a model
+    rendering another size than it trained on)."""
+    if tuple(m.shape[-2:]) == tuple(hw):
+        return m
+    return nn.functional.interpolate(m[:, :, 0], size=tuple(hw), mode="bilinear",
+                                     align_corners=False)[:, :, None]
 
 
 def _with_frame_bias(body: nn.Sequential, channels: int, size: int) -> nn.Sequential:

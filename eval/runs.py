@@ -123,9 +123,7 @@ class _ClipData:
 
 
 def _coop_config(st: Settings, frames: int):
-    from dyntex.config import make_config
-
-    from dyntex.config import MOTION_MIN_FRAMES
+    from dyntex.config import MOTION_MIN_FRAMES, make_config
 
     # a clip shorter than the motion branch needs trains without it (README, Protocol)
     short = {"motion_channels": 0} if frames < MOTION_MIN_FRAMES else {}
