@@ -177,11 +177,13 @@ def report(run_dir: Path) -> None:
 
 @main.command()
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("--methods", default="coop,lds,lds-new,hosvd,hosvd-new,fftlds,fftlds-new",
+@click.option("--methods", default="coop,coop+langevin,lds,lds-new,hosvd,hosvd-new,fftlds,fftlds-new",
               show_default=True,
-              help="Comma-separated subset of coop, lds, lds-new, hosvd, hosvd-new, fftlds, "
-                   "fftlds-new (X: continues the observed clip; X-new: a new sample from the "
-                   "fitted model's stationary distribution).")
+              help="Comma-separated subset of coop, coop+langevin (CoopNets' samples after l "
+                   "descriptor Langevin steps), descriptor, generator (each network trained "
+                   "alone; a training each), lds, lds-new, hosvd, hosvd-new, fftlds, fftlds-new "
+                   "(X: continues the observed clip; X-new: a new sample from the fitted "
+                   "model's stationary distribution).")
 @click.option("--clips", default=None, help="Comma-separated clip names (default: every clip).")
 @click.option("--frames", type=int, default=32, show_default=True,
               help="T: each method is fit on the first T frames and synthesizes T frames.")

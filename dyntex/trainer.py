@@ -167,7 +167,7 @@ class Trainer:
                 while self.step < total:
                     # Algorithm 1: observed clips Y, then one iteration (G0, D1, G1, D2, G2)
                     observed = data.observed(batch, self.data_rng).to(self.device)
-                    self._set_learning_rates(total)
+                    self._set_learning_rates()
                     stats = train_step(self.model, self.opts, observed, self.rng, sync)
                     problem = self.guard.problem(stats)
                     if problem is not None:
@@ -197,13 +197,11 @@ class Trainer:
             return TensorClips(data, config=self.config)
         return WindowSampler(list(data), self.config.frames, self.config.window)
 
-    def _set_learning_rates(self, total: int) -> None:
+    def _set_learning_rates(self) -> None:
         """Both rates for the coming iteration: the config's (lowered by recoveries), times the
-        schedule's factor (``cosine``: from 1 at the first iteration to 0.1 at the last)."""
-        factor = 1.0
-        if self.config.lr_schedule == "cosine" and total > 1:
-            progress = min(1.0, self.step / (total - 1))
-            factor = 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+        schedule's factor over the run's ``iters`` (a fit that stops earlier follows the same
+        schedule, so a run trained in parts is the run trained at once)."""
+        factor = lr_factor(self.config.lr_schedule, self.step, self.config.iters)
         for opt, lr in ((self.opts.descriptor, self.config.lr_des),
                         (self.opts.generator, self.config.lr_gen)):
             for group in opt.param_groups:
@@ -334,6 +332,15 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path} lacks a usable optimizer or RNG state ({exc})") from None
         self.step = self._saved_step = int(state["step"])
+
+
+def lr_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rates' factor at 0-based ``step`` of ``total``: 1 for ``constant``; for
+    ``cosine`` from 1 at the first iteration to 0.1 at the last."""
+    if schedule != "cosine" or total <= 1:
+        return 1.0
+    progress = min(1.0, step / (total - 1))
+    return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
 
 
 class _Clock:

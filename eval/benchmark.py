@@ -51,9 +51,9 @@ from dyntex.eval import metrics
 from dyntex.eval.runs import _ClipData, _coop_config, _run_entry
 # the names this module has always offered (dyntex.eval.report and the tests use them)
 from dyntex.eval.settings import (BASELINE_METHODS, CALIBRATION, COLUMNS, DASH, LABELS,  # noqa: F401
-                                  METHODS, MIN_FRAMES, MIN_SIZE, PSNR_CAP, REFERENCES, _DOC_KEYS,
+                                  METHODS, MIN_FRAMES, MIN_SIZE, NEURAL_METHODS, PSNR_CAP, REFERENCES, _DOC_KEYS,
                                   Report, Settings, _clean, _fmt, _write_json, parse_list)
-from dyntex.eval.tables import _label, _render, _summary, _to_uint8, _write_outputs, side_by_side  # noqa: F401
+from dyntex.eval.tables import _label, _render, gap_curve, _summary, _to_uint8, _write_outputs, side_by_side  # noqa: F401
 from dyntex.inputs import ClipSource, find_clips
 
 __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", "Report",
@@ -105,7 +105,7 @@ def _check(st: Settings) -> None:
         raise ConfigError(f"motion stride must be at least 1, got {st.motion_stride}")
     if st.memo < 2 * st.frames:
         raise ConfigError(f"memo_frames must be at least 2 T = {2 * st.frames}, got {st.memo}")
-    if "coop" in st.methods:
+    if any(m in NEURAL_METHODS for m in st.methods):
         _coop_config(st, st.frames)                # a bad preset / T / S fails before any work
 
 
@@ -169,10 +169,12 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
     results = {
         "settings": {**{k: v for k, v in asdict(st).items() if k != "progress"},
                      "memo_frames": st.memo, "data_dir": str(data_dir), "psnr_cap": PSNR_CAP},
-        "coop_config": _coop_config(st, st.frames).to_dict() if "coop" in st.methods else None,
+        "coop_config": _coop_config(st, st.frames).to_dict()
+        if any(m in NEURAL_METHODS for m in st.methods) else None,
         "versions": _versions(), "machine": _machine(),
         "wall_seconds": wall,
         "summary": summary,
+        "gap_curve": gap_curve(clip_results),
         "clips": [{k: v for k, v in c.items() if k not in ("rows", "observed")} | {
             "rows": {r: {k: v for k, v in res.items() if k != "first_sample"}
                      for r, res in c["rows"].items()}} for c in clip_results],

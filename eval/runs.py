@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,7 +14,7 @@ from dyntex.eval import calibration, metrics
 from dyntex.eval.baselines import BASELINES
 from dyntex.eval.loading import read_head_tail
 from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION, METHODS,
-                                  METRICS_VERSION, MIN_FRAMES, NEW, PSNR_CAP, REFERENCES, Settings,
+                                  METRICS_VERSION, NEURAL_METHODS, MIN_FRAMES, NEW, PSNR_CAP, REFERENCES, Settings,
                                   _clean, _digest, _single_threaded_blas, _write_json, _write_npy)
 from dyntex.inputs import ClipSource
 
@@ -111,6 +110,20 @@ class _ClipData:
             self.ps_seconds += time.perf_counter() - t0
         return self._ps[temporal]
 
+    def real_diversity(self) -> float | None:
+        """Diversity of the video's first K non-overlapping T-frame windows (frames 1..T,
+        T+1..2T, ...; None with fewer than 2): how much the texture itself varies."""
+        key = f"real_diversity_k{self.st.samples}"
+        if key not in self.meta:
+            if self._head is None:
+                self._decode()
+            frames, T = np.concatenate([self._head, self._tail]), self.T
+            n = min(self.st.samples, len(frames) // T) if T else 0
+            self._meta[key] = (metrics.diversity([frames[k * T:(k + 1) * T] for k in range(n)])
+                               if n >= 2 else None)
+            _write_json(self.dir / "meta.json", self._meta)
+        return self.meta[key]
+
     def next_window(self) -> np.ndarray | None:
         if not self.meta["has_next_window"]:
             return None
@@ -160,34 +173,129 @@ def _fit_baseline(row: str, observed: np.ndarray, st: Settings) -> tuple[np.ndar
     return np.stack(clips).astype(np.float32), info
 
 
-def _fit_coop(observed: np.ndarray, st: Settings, run_dir: Path) -> tuple[np.ndarray, dict]:
-    """Train CoopNets on the observed clip (run folder ``run_dir``, resumable); K fresh samples."""
+GAP_POINTS = 4        # steps of the coop/coop+langevin gap curve: iters/4, iters/2, ...
+COOP_VERSION = 2      # 2: the run keeps its last checkpoint and records the gap curve
+
+
+def _observed_tensor(observed: np.ndarray):
     import torch
 
-    from dyntex.trainer import Trainer
+    return torch.from_numpy(np.ascontiguousarray(observed)).permute(3, 0, 1, 2)[None] * 2.0 - 1.0
+
+
+def _gap_point(model, observed: np.ndarray, st: Settings, step: int) -> dict[str, Any]:
+    """Spectrum, motion and colour distances of K generator samples (latents from the benchmark
+    seed) and of the same samples after l descriptor Langevin steps, at one training step."""
+    import torch
+
+    from dyntex.video import to_unit
+
+    g = torch.Generator(device=model.device).manual_seed(st.seed)
+    y = model.synthesize(st.samples, generator=g)
+    point: dict[str, Any] = {"step": step}
+    for name, clips in (("coop", y), ("coop+langevin", model.revise(y, generator=g))):
+        unit = to_unit(clips)
+        point[name] = {
+            "spectrum": float(np.mean([metrics.spectrum_distance(c, observed) for c in unit])),
+            "motion": float(np.mean([metrics.motion_distance(c, observed, stride=st.motion_stride)
+                                     for c in unit])),
+            "color": float(np.mean([metrics.color_distance(c, observed) for c in unit]))}
+    return point
+
+
+def _fit_coop(observed: np.ndarray, st: Settings, run_dir: Path) -> tuple[np.ndarray, dict]:
+    """Train CoopNets on the observed clip (run folder ``run_dir``, resumable); K fresh samples.
+
+    Training stops at ``GAP_POINTS`` steps to score the generator's samples against the same
+    after l descriptor Langevin steps (the curve is kept in ``run_dir/gap_curve.json``)."""
+    import torch
+
+    from dyntex.trainer import Trainer, read_metrics
     from dyntex.video import to_unit
 
     cfg = _coop_config(st, len(observed))
-    x = torch.from_numpy(np.ascontiguousarray(observed)).permute(3, 0, 1, 2)[None] * 2.0 - 1.0
     trainer = Trainer(cfg, run_dir=run_dir, resume=True, progress=st.progress, previews=False)
     resumed_at = trainer.step
+    curve_path = run_dir / "gap_curve.json"
+    try:
+        curve = [p for p in json.loads(curve_path.read_text()) if p["step"] <= resumed_at]
+    except (OSError, ValueError, TypeError, KeyError):
+        curve = []
+    x = _observed_tensor(observed)
     t0 = time.perf_counter()
-    model = trainer.fit(x)
+    for point in sorted({max(1, cfg.iters * i // GAP_POINTS) for i in range(1, GAP_POINTS + 1)}):
+        if point <= trainer.step:
+            continue
+        model = trainer.fit(x, iters=point)
+        with _single_threaded_blas():
+            curve.append(_gap_point(model, observed, st, point))
+        _write_json(curve_path, curve)
+    model = trainer.fit(x)                      # nothing left unless the points missed the end
     t1 = time.perf_counter()
     fit_seconds = t1 - t0
     if resumed_at:
         try:
-            from dyntex.trainer import read_metrics
-
             fit_seconds = float(read_metrics(run_dir)[-1]["seconds"])
-        except (ImportError, OSError, IndexError, KeyError, ValueError):
+        except (OSError, IndexError, KeyError, ValueError):
             pass
     g = torch.Generator(device=trainer.device).manual_seed(st.seed)
     out = model.synthesize(st.samples, generator=g)
     t2 = time.perf_counter()
     return to_unit(out), {"fit_seconds": fit_seconds, "sample_seconds": t2 - t1,
                           "max_abs_eig": None, "iters": cfg.iters, "device": str(trainer.device),
-                          "resumed_at_step": resumed_at}
+                          "resumed_at_step": resumed_at, "gap_curve": curve}
+
+
+def _coop_langevin(clip: _ClipData, st: Settings, cache: Path) -> tuple[np.ndarray, dict]:
+    """CoopNets' samples (same latents) after l descriptor Langevin steps, from the coop entry's
+    trained model (trained first if it is not cached)."""
+    import torch
+
+    from dyntex.trainer import load_model
+    from dyntex.video import to_unit
+
+    coop = _run_entry("coop", clip, st, cache)
+    model, _ = load_model(cache / clip.src.name / f"coop-{coop['key']}" / "run",
+                          device=_coop_config(st, clip.T).device)
+    t0 = time.perf_counter()
+    g = torch.Generator(device=model.device).manual_seed(st.seed)
+    out = model.synthesize(st.samples, langevin_steps=model.config.langevin_steps, generator=g)
+    return to_unit(out), {"fit_seconds": coop.get("fit_seconds"),
+                          "sample_seconds": time.perf_counter() - t0, "max_abs_eig": None}
+
+
+def _fit_alone(method: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
+    """One network trained alone (:mod:`dyntex.solo`) with CoopNets' networks, settings, budget
+    and seeds; K samples (the descriptor's: its K persistent chains, so no separate synthesis)."""
+    import torch
+
+    from dyntex import solo
+    from dyntex.coop import CoopNets
+    from dyntex.trainer import resolve_device
+    from dyntex.video import to_unit
+
+    cfg = _coop_config(st, len(observed))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)                 # network initialisation, as the trainer's
+    model = CoopNets(cfg).to(device)
+    x = _observed_tensor(observed).to(device)
+    model.init_from_data(x[0].mean(dim=1))
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    t0 = time.perf_counter()
+    if method == "descriptor":
+        out = solo.train_descriptor(model, x, chains=max(cfg.chains, st.samples), generator=g,
+                                    progress=st.progress)[:st.samples]
+        t1 = t2 = time.perf_counter()
+    else:
+        solo.train_generator(model, x, generator=g, progress=st.progress)
+        t1 = time.perf_counter()
+        with torch.no_grad():
+            out = model.synthesize(st.samples, generator=torch.Generator(device=device)
+                                   .manual_seed(st.seed))
+        t2 = time.perf_counter()
+    return to_unit(out), {"fit_seconds": t1 - t0,
+                          "sample_seconds": None if method == "descriptor" else t2 - t1,
+                          "max_abs_eig": None, "iters": cfg.iters, "device": str(device)}
 
 
 def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
@@ -199,8 +307,8 @@ def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
         if _baseline_of(method)[0] == "hosvd":
             params["hosvd_energy"] = st.hosvd_energy
         return params
-    if method == "coop":
-        return {**base, "K": st.samples, "seed": st.seed,
+    if method in NEURAL_METHODS:
+        return {**base, "K": st.samples, "seed": st.seed, "coop_version": COOP_VERSION,
                 "config": _coop_config(st, clip.T).to_dict()}
     if method in CALIBRATION and method != "frozen":
         return {**base, "seed": st.seed}            # drawn from np.random.default_rng((seed, i))
@@ -262,6 +370,10 @@ def _produce(method: str, clip: _ClipData, st: Settings, entry: Path) -> tuple[n
         return _fit_baseline(method, clip.observed, st)
     if method == "coop":
         return _fit_coop(clip.observed, st, entry / "run")
+    if method == "coop+langevin":
+        return _coop_langevin(clip, st, entry.parent.parent)
+    if method in ("descriptor", "generator"):
+        return _fit_alone(method, clip.observed, st)
     if method == "meanframe":
         obs = clip.observed
         return np.broadcast_to(obs.mean(axis=0), obs.shape)[None].astype(np.float32), {}
@@ -293,21 +405,31 @@ def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path) -> dict[
         cached = True
     except (OSError, ValueError, KeyError):
         # CoopNets trains with torch's own threads; numpy's BLAS is for the rest.
-        with nullcontext() if method == "coop" else _single_threaded_blas():
+        with nullcontext() if method in NEURAL_METHODS else _single_threaded_blas():
             samples, timing = _produce(method, clip, st, entry)
         info = {"key": key, "method": method, **timing, "metrics": {}}
         _write_npy(samples_path, samples)
         _write_json(info_path, _clean(info))
         cached = False
-        # A finished CoopNets run keeps config.json and metrics.csv; its checkpoints (tens to
-        # hundreds of MB each) were only needed to resume an interrupted training.
-        shutil.rmtree(entry / "run" / "checkpoints", ignore_errors=True)
+        # A finished CoopNets run keeps config.json, metrics.csv and its last checkpoint (the
+        # trained model: coop+langevin and `dyntex synthesize` use it); the older ones were only
+        # needed to resume an interrupted training.
+        from dyntex.runfolder import checkpoint_paths
+
+        for old in checkpoint_paths(entry / "run")[:-1]:
+            old.unlink(missing_ok=True)
     mkey = _metric_key(st)
     if mkey not in info.get("metrics", {}):
         with _single_threaded_blas():
             info.setdefault("metrics", {})[mkey] = _score(method, samples, clip, st)
         _write_json(info_path, _clean(info))
-    scores = info["metrics"][mkey]
+    scores = dict(info["metrics"][mkey])
+    # Diversity as a share of the texture's own (the next window's row shows the latter).
+    if method == "nextwindow" or scores.get("diversity") is not None:
+        real = clip.real_diversity()
+        if method == "nextwindow":
+            scores["diversity"] = real
+        scores["diversity_ratio"] = scores["diversity"] / real if real else None
     result = {k: v for k, v in info.items() if k not in ("metrics", "method")}
     return {**result, **scores, "cached": cached, "first_sample": samples[0]}
 

@@ -20,10 +20,16 @@ from dyntex.fileio import atomic_write
 
 NEW = "-new"                    # row key suffix: the baseline's new-sample (stationary start) row
 BASELINE_METHODS = ("lds", "lds-new", "hosvd", "hosvd-new", "fftlds", "fftlds-new")
-METHODS = ("coop",) + BASELINE_METHODS
+# CoopNets (its generator's samples, and the same after l descriptor Langevin steps) and each
+# of its networks trained alone (dyntex.solo), with the same networks, settings and budget
+NEURAL_METHODS = ("coop", "coop+langevin", "descriptor", "generator")
+METHODS = NEURAL_METHODS + BASELINE_METHODS
+# what `dyntex benchmark` runs unless told: the single-network ablations each cost a training
+DEFAULT_METHODS = ("coop", "coop+langevin") + BASELINE_METHODS
 CALIBRATION = ("noise", "phase-randomised", "shuffled", "frozen")
 REFERENCES = ("meanframe", "nextwindow") + CALIBRATION
-LABELS = {"coop": "CoopNets", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
+LABELS = {"coop": "CoopNets", "coop+langevin": "CoopNets + Langevin",
+          "descriptor": "descriptor alone", "generator": "generator alone", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
           "lds-new": "LDS", "hosvd-new": "HOSVD", "fftlds-new": "FFT-LDS",
           "meanframe": "mean frame", "nextwindow": "next window", "noise": "noise",
           "phase-randomised": "phase-randomised", "shuffled": "shuffled", "frozen": "frozen",
@@ -44,18 +50,20 @@ COLUMNS = (("psnr", "PSNR (dB) ↑", "{:.2f}", "PSNR"), ("ssim", "SSIM ↑", "{:
            ("ps_appearance", "PS appearance ↓", "{:.2f}", "PS appearance"),
            ("ps_dynamics", "PS dynamics ↓", "{:.2f}", "PS dynamics"),
            ("diversity", "diversity", "{:.3f}", "diversity"),
+           ("diversity_ratio", "diversity / real", "{:.2f}", "diversity / real"),
            ("memorisation", "memorisation (dB) ↓", "{:.2f}", "memorisation"))
 _DOC_KEYS = {"psnr": "psnr", "ssim": "ssim", "spectrum": "spectrum_distance",
              "motion": "motion_distance", "color": "color_distance",
              "ps_appearance": "ps_appearance", "ps_dynamics": "ps_dynamics",
-             "diversity": "diversity", "memorisation": "memorisation"}
+             "diversity": "diversity", "diversity_ratio": "diversity_ratio",
+             "memorisation": "memorisation"}
 
 
 @dataclass
 class Settings:
     """Everything that decides the benchmark's numbers (and ``progress``, which does not)."""
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     clips: tuple[str, ...] | None = None        # clip names to run (None: all)
     frames: int = 32                            # T
     size: int = 64                              # S

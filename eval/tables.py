@@ -149,8 +149,16 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
         "- **mean frame**: every frame is the observed clip's mean frame (what blur scores); its "
         "diversity is 0 by construction",
         "- **next window**: the real frames T+1..2T scored against frames 1..T (what a perfect new "
-        "sample scores); only for videos of at least 2T frames, no diversity (one clip); its "
-        "memorisation searches only the windows that do not overlap it",
+        "sample scores); only for videos of at least 2T frames; its diversity is that of K real "
+        "windows of the video (frames 1..T, T+1..2T, ...), the reference of **diversity / "
+        "real**; its memorisation searches only the windows that do not overlap it",
+        "- **CoopNets + Langevin**: CoopNets' samples (the same latents) after l descriptor "
+        "Langevin steps; **descriptor alone**: the descriptor trained without a generator, "
+        "by persistent Langevin chains started at the reference mean (STGConvNet), its samples "
+        "the chains' final states, so its fit time is also its synthesis time; **generator "
+        "alone**: the generator trained by alternating back-propagation (Langevin inference "
+        "of the observed clip's latent, then regression); all with CoopNets' networks, "
+        "settings, iterations and seed",
         "- calibration rows (one clip each, no diversity; a statistic that scores one as well as "
         "the next window is fooled by it): **noise** i.i.d. Gaussian pixels with the clip's "
         "per-channel mean and standard deviation, clipped to [0, 1]; **phase-randomised** the "
@@ -164,7 +172,8 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     ]
     legend_md = "\n".join(legend)
     text = (f"## Benchmark: means over clips\n\n{head}\n\n{summary_md}\n\n"
-            f"## Per clip (PSNR / SSIM)\n\n{per_clip_md}\n\n## Legend\n\n{legend_md}\n")
+            f"## Per clip (PSNR / SSIM)\n\n{per_clip_md}\n\n{_gap_section(clip_results)}"
+            f"## Legend\n\n{legend_md}\n")
 
     detail_rows = []
     for c in clip_results:
@@ -184,8 +193,37 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     return text, markdown
 
 
+def gap_curve(clip_results: list[dict]) -> list[dict[str, Any]]:
+    """Means over clips, per training step, of the CoopNets runs' gap curves (the generator's
+    samples and the same after l Langevin steps; :func:`dyntex.eval.runs._gap_point`)."""
+    by_step: dict[int, list[dict]] = {}
+    for c in clip_results:
+        for point in (c["rows"].get("coop") or {}).get("gap_curve") or []:
+            by_step.setdefault(point["step"], []).append(point)
+    return [{"step": step, "clips": len(points),
+             **{row: {k: float(np.mean([p[row][k] for p in points]))
+                      for k in ("spectrum", "motion", "color")}
+                for row in ("coop", "coop+langevin")}}
+            for step, points in sorted(by_step.items())]
+
+
+def _gap_section(clip_results: list[dict]) -> str:
+    """RQ4: does the generator absorb the descriptor's Langevin revision as it trains?"""
+    curve = gap_curve(clip_results)
+    if not curve:
+        return ""
+    rows = [[str(p["step"]), str(p["clips"])]
+            + [f"{p['coop'][k]:.3f} / {p['coop+langevin'][k]:.3f}"
+               for k in ("spectrum", "motion", "color")] for p in curve]
+    table = _table(["step", "clips", "spectrum", "motion", "colour"], rows)
+    return ("## CoopNets over training: generator / generator + l Langevin steps\n\n"
+            "Means over clips of the distances of K generator samples (the benchmark's latents) "
+            "and of the same after l descriptor Langevin steps; a gap that closes means the "
+            f"generator has learned what the MCMC adds.\n\n{table}\n\n")
+
+
 _CSV_FIELDS = ("clip", "row", "label", "frames", "psnr", "ssim", "spectrum", "motion", "color",
-               "ps_appearance", "ps_dynamics", "diversity", "memorisation", "psnr_capped_frames",
+               "ps_appearance", "ps_dynamics", "diversity", "diversity_ratio", "memorisation", "psnr_capped_frames",
                "max_abs_eig", "fit_seconds", "sample_seconds", "ps_seconds", "cached", "note")
 
 

@@ -154,7 +154,9 @@ def test_table_has_every_method_and_every_reference_row(baselines_run) -> None:
     assert rows["lds"]["clips"] == 4 and rows["nextwindow"]["clips"] == 2    # wave, pond
     for key in STATS:
         assert rows["lds"][key] is not None
-    assert rows["nextwindow"]["diversity"] is None and rows["meanframe"]["diversity"] == 0.0
+    # the next window's row holds the real windows' diversity (the reference of the ratio)
+    assert rows["nextwindow"]["diversity"] > 0 and rows["meanframe"]["diversity"] == 0.0
+    assert rows["nextwindow"]["diversity_ratio"] == pytest.approx(1.0)
     for row in CALIBRATION_LABELS:
         assert rows[row]["clips"] == 4 and rows[row]["diversity"] is None
         assert all(rows[row][k] is not None for k in STATS if k != "diversity")
@@ -328,7 +330,10 @@ def test_coop_row_trains_once_and_samples_fresh_latents(data_dir: Path, tmp_path
     assert "| CoopNets |" in report.text
     entry = next((tmp_path / "cache" / "wave").glob("coop-*"))
     assert np.load(entry / "samples.npy").shape == (K, T, S, S, 3)
-    assert not (entry / "run" / "checkpoints").exists() and (entry / "run" / "metrics.csv").exists()
+    # the run keeps its last checkpoint only (the trained model), its metrics and its gap curve
+    assert [p.name for p in (entry / "run" / "checkpoints").iterdir()] == ["step_000002.pt"]
+    assert (entry / "run" / "metrics.csv").exists()
+    assert [p["step"] for p in coop["gap_curve"]] == [1, 2]
     n = 3                                                           # observed | coop | lds
     assert read_video(tmp_path / "side_by_side" / "wave.mp4").frames.shape[2] == n * S + (n - 1) * 2
 
@@ -404,3 +409,47 @@ def test_lds_matches_reference_table(shared_data: Path, tmp_path: Path) -> None:
             made = np.load(next((tmp_path / "cache" / name).glob(f"{row}-*")) / "samples.npy")[0]
             assert ssim(made, observed, gaussian=False) == pytest.approx(ref_ssim, abs=1e-3)
             assert rows[row]["ssim"] == pytest.approx(ssim(made, observed), abs=1e-9)
+
+
+def test_neural_ablation_rows_and_the_gap_curve(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """coop+langevin revises CoopNets' own samples with the trained model (no second training);
+    descriptor / generator train each network alone; the gap curve's last point scores the same
+    samples as the rows; diversity is also given as a share of the real windows' diversity."""
+    import dyntex.trainer
+
+    kw = dict(clips="wave", preset="tiny", iters=4, device="cpu", **FAST)
+    report = bm.run_benchmark(data_dir, tmp_path, methods="coop+langevin,descriptor,generator",
+                              **kw)
+    rows = clip_entry(report, "wave")["rows"]
+    assert set(rows) >= {"coop+langevin", "descriptor", "generator", "nextwindow"}
+    entries = {m: np.load(next((tmp_path / "cache" / "wave").glob(f"{m}-*")) / "samples.npy")
+               for m in ("coop", "coop+langevin", "descriptor", "generator")}
+    assert all(v.shape == (K, T, S, S, 3) for v in entries.values())
+    shift = np.abs(entries["coop+langevin"] - entries["coop"]).mean()
+    assert 0 < shift < 0.05                        # the same clips, moved by l Langevin steps
+    assert np.abs(entries["descriptor"] - entries["generator"]).mean() > 0.01
+    assert rows["descriptor"]["sample_seconds"] is None and rows["generator"]["sample_seconds"] > 0
+
+    monkeypatch.setattr(dyntex.trainer.Trainer, "fit", lambda *a, **k: 1 / 0)
+    again = bm.run_benchmark(data_dir, tmp_path, methods="coop,coop+langevin", **kw)
+    rows = clip_entry(again, "wave")["rows"]          # coop was trained once, for coop+langevin
+    assert rows["coop"]["cached"] and rows["coop+langevin"]["cached"]
+    curve = rows["coop"]["gap_curve"]
+    assert [p["step"] for p in curve] == [1, 2, 3, 4]
+    for key in ("spectrum", "motion", "color"):
+        assert curve[-1]["coop"][key] == pytest.approx(rows["coop"][key])
+        assert curve[-1]["coop+langevin"][key] == pytest.approx(rows["coop+langevin"][key])
+    assert [p["step"] for p in again.results["gap_curve"]] == [1, 2, 3, 4]
+    assert "generator / generator + l Langevin steps" in again.text
+
+    real = rows["nextwindow"]["diversity"]
+    assert real > 0 and rows["nextwindow"]["diversity_ratio"] == pytest.approx(1.0)
+    assert rows["coop"]["diversity_ratio"] == pytest.approx(rows["coop"]["diversity"] / real)
+    assert "diversity / real" in again.text
+
+
+def test_cli_default_methods_are_the_library_default() -> None:
+    from dyntex.eval.settings import DEFAULT_METHODS
+
+    option = next(p for p in main.commands["benchmark"].params if p.name == "methods")
+    assert option.default == ",".join(DEFAULT_METHODS)
