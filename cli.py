@@ -105,9 +105,12 @@ _OVERRIDES = ("frames", "size", "window", "iters", "chains", "langevin_steps", "
               help="Run folder: config.json, metrics.csv, checkpoints/, samples/.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--conditional", is_flag=True,
+              help="One class-conditional model over every clip in the folder INPUT, each clip "
+                   "(file or sub-folder name) a class; synthesize with --label.")
 @_training_options
-def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | None,
-          config_file: Path | None, **flags: Any) -> None:
+def train(input_path: Path, out: Path, resume: bool, quiet: bool, conditional: bool,
+          preset: str | None, config_file: Path | None, **flags: Any) -> None:
     """Train a CoopNets model on INPUT (a video, a gif, a folder of frames, or a folder of clips;
     mask videos are skipped)."""
     from dyntex import api
@@ -117,7 +120,8 @@ def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | 
     if resume and saved.exists() and file_values is None and preset is None:
         file_values = load_config_file(saved)  # continue with the run's own settings
     cfg = config_from_sources(preset, file_values, {k: flags[k] for k in _OVERRIDES})
-    trainer = api.train(input_path, out, cfg, resume=resume, progress=not quiet)
+    trainer = api.train(input_path, out, cfg, resume=resume, progress=not quiet,
+                        conditional=conditional)
     last = trainer.last_stats
     click.echo(f"trained {out} to step {trainer.step}" + (
         f": des_loss {last['des_loss']:.4g}, gen_loss {last['gen_loss']:.4g}, "
@@ -140,14 +144,30 @@ def train(input_path: Path, out: Path, resume: bool, quiet: bool, preset: str | 
               help="Refine the generator's clips by K descriptor Langevin steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto")
+@click.option("--label", default=None,
+              help="Class of a conditional run (trained with --conditional), or 'all': N clips "
+                   "of each class, one sub-folder per class.")
+@click.option("--interpolate", default=None, metavar="A,B",
+              help="Conditional run: one clip (interpolation.mp4/.gif) of 5 panels blending "
+                   "class A into class B, from the same latents.")
 def synthesize(run_dir: Path, n: int, out: Path, formats: str, frames: int | None,
-               size: int | None, langevin_steps: int, seed: int, device: str) -> None:
+               size: int | None, langevin_steps: int, seed: int, device: str,
+               label: str | None, interpolate: str | None) -> None:
     """Sample N new clips from the model trained in RUN_DIR."""
     from dyntex import api
 
     fmts = [f.strip().lower() for f in formats.split(",") if f.strip()]
+    if interpolate is not None:
+        pair = [p.strip() for p in interpolate.split(",")]
+        if len(pair) != 2 or not all(pair):
+            raise click.BadParameter("give two class names, e.g. --interpolate fire_pot,flag",
+                                     param_hint="--interpolate")
+        written = api.interpolate(run_dir, pair[0], pair[1], out, formats=fmts, frames=frames,
+                                  seed=seed, device=device)
+        click.echo(f"wrote {', '.join(map(str, written))}")
+        return
     written = api.synthesize(run_dir, n, out, fmts, frames=frames, langevin_steps=langevin_steps,
-                             seed=seed, device=device, size=size)
+                             seed=seed, device=device, size=size, label=label)
     click.echo(f"wrote {len(written)} outputs to {out}")
 
 

@@ -6,19 +6,22 @@ These are what the ``dyntex`` command calls (``cli.py`` only parses options and 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from . import distributed
-from .clips import WindowSampler
+from .clips import ClassWindows, WindowSampler
 from .config import DEFAULT_PRESET, Config, make_config
-from .errors import ConfigError, OutputError
-from .inputs import fps_of, load_inputs
+from .errors import ConfigError, InputWarning, OutputError
+from .inputs import find_clips, fps_of, load_inputs
 from .report import write_run_report
 from .trainer import Trainer, load_model
-from .video import OUTPUT_FORMATS, Video, contact_sheet, from_model, to_pixels, write_outputs, write_png
+from .video import (OUTPUT_FORMATS, Video, contact_sheet, from_model, to_pixels, write_outputs,
+                    write_png, write_video)
+from .writing import side_by_side
 
 
 def check_output_folder(out: str | Path) -> None:
@@ -44,15 +47,29 @@ def check_output_folder(out: str | Path) -> None:
 
 
 def train(inputs: str | Path | list[Video], out: str | Path, config: Config, resume: bool = False,
-          progress: bool = False) -> Trainer:
+          progress: bool = False, conditional: bool = False) -> Trainer:
     """Train into run folder ``out`` on ``inputs``: a path (video file, gif, frame folder or a
     folder of those) or videos already decoded with :func:`dyntex.inputs.load_inputs`.
+
+    ``conditional``: one class-conditional model over every clip in the folder ``inputs``, each
+    clip (file or sub-folder name) a class; the class names go into the config's ``labels``.
 
     Inputs and the output folder are checked before the run folder is touched, so bad input
     leaves nothing behind."""
     check_output_folder(out)
-    videos = inputs if isinstance(inputs, list) else load_inputs(inputs, config.frames, config.size)
-    data = WindowSampler(videos, config.frames, config.window)  # refuses too-short clips etc.
+    if config.labels and not conditional:
+        raise ConfigError("these settings are for a class-conditional model (labels "
+                          f"{config.labels}): train (or resume) it with --conditional")
+    if conditional:
+        names, groups = _classes(inputs, config)
+        config = config.replace(labels=",".join(names))
+        data: WindowSampler | ClassWindows = ClassWindows(
+            [WindowSampler(g, config.frames, config.window) for g in groups])
+        videos = [v for g in groups for v in g]
+    else:
+        videos = inputs if isinstance(inputs, list) else load_inputs(inputs, config.frames,
+                                                                      config.size)
+        data = WindowSampler(videos, config.frames, config.window)  # refuses too-short clips etc.
     fps = fps_of(videos)
     source = ", ".join(v.name for v in videos) if isinstance(inputs, list) else str(inputs)
     joined_before = distributed.current().active
@@ -68,11 +85,28 @@ def train(inputs: str | Path | list[Video], out: str | Path, config: Config, res
     return trainer
 
 
+def _classes(path: str | Path | list[Video], config: Config) -> tuple[list[str], list[list[Video]]]:
+    """The classes of a conditional training folder: (names, each one's decoded videos)."""
+    if isinstance(path, list) or not Path(path).is_dir():
+        raise ConfigError("--conditional needs a folder of clips (one class per clip or "
+                          "sub-folder)")
+    sources = find_clips(path)
+    for src in sources:
+        if src.skip:
+            warnings.warn(f"skipped {src.path or src.name}: {src.skip}", InputWarning, stacklevel=3)
+    used = [s for s in sources if not s.skip]
+    return ([s.name for s in used],
+            [load_inputs(s.path, config.frames, config.size) for s in used])
+
+
 def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[str] = ("mp4", "gif"),
                frames: int | None = None, langevin_steps: int = 0, seed: int = 0,
-               device: str = "auto", size: int | None = None) -> list[Path]:
+               device: str = "auto", size: int | None = None, label: str | None = None
+               ) -> list[Path]:
     """Write ``n`` clips sampled from a trained run (``sample_000.mp4`` ...); returns the paths.
-    ``size``: another frame side than the training one (multiscale networks only)."""
+    ``size``: another frame side than the training one (multiscale networks only). ``label``:
+    the class of a conditional run, or ``"all"`` (``n`` clips of each class, in a sub-folder per
+    class)."""
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     if frames is not None and frames < 1:
@@ -87,13 +121,65 @@ def synthesize(run_dir: str | Path, n: int, out: str | Path, formats: Sequence[s
                           f"choose from {', '.join(OUTPUT_FORMATS)}")
     check_output_folder(out)
     model, meta = load_model(run_dir, device)
+    if model.conditional and label is None:
+        raise ConfigError(f"{run_dir} holds a class-conditional model: give --label (one of "
+                          f"{', '.join(model.labels)}) or --label all")
+    if not model.conditional and label is not None:
+        raise ConfigError(f"{run_dir} is not class-conditional (train with --conditional); "
+                          f"--label is not for it")
+    if label is not None and label != "all" and label not in model.labels:
+        raise ConfigError(f"unknown label '{label}'; {run_dir} knows {', '.join(model.labels)} "
+                          f"(or all)")
     g = torch.Generator(device=model.device).manual_seed(seed)
-    clips = from_model(model.synthesize(n, frames=frames, langevin_steps=langevin_steps,
-                                        generator=g, size=size))
+    targets: list[tuple[Path, list[int] | None]] = [(Path(out), None)]
+    if label == "all":
+        targets = [(Path(out) / name, [i] * n) for i, name in enumerate(model.labels)]
+    elif label is not None:
+        targets = [(Path(out), [model.labels.index(label)] * n)]
     written: list[Path] = []
-    for i, clip in enumerate(clips):
-        written += write_outputs(out, f"sample_{i:03d}", clip, meta.get("fps", 25.0), formats)
+    for folder, labels in targets:
+        clips = from_model(model.synthesize(n, frames=frames, langevin_steps=langevin_steps,
+                                            generator=g, size=size, labels=labels))
+        for i, clip in enumerate(clips):
+            written += write_outputs(folder, f"sample_{i:03d}", clip, meta.get("fps", 25.0),
+                                     formats)
     return written
+
+
+def interpolate(run_dir: str | Path, first: str, second: str, out: str | Path, steps: int = 5,
+                formats: Sequence[str] = ("mp4", "gif"), frames: int | None = None, seed: int = 0,
+                device: str = "auto") -> list[Path]:
+    """One clip of ``steps`` panels side by side: the same latents rendered with class weights
+    going from ``first`` (1, 0) to ``second`` (0, 1) in equal steps (a blend of the two classes'
+    embeddings and frame biases) by a conditional run; written as ``interpolation.<format>``."""
+    if steps < 2:
+        raise ConfigError(f"--steps must be at least 2, got {steps}")
+    unknown = set(formats) - {"mp4", "gif"}
+    if unknown or not formats:
+        raise ConfigError(f"an interpolation is written as mp4 and/or gif, got "
+                          f"{', '.join(sorted(unknown)) or '(none)'}")
+    check_output_folder(out)
+    model, meta = load_model(run_dir, device)
+    if not model.conditional:
+        raise ConfigError(f"{run_dir} is not class-conditional (train with --conditional); "
+                          f"--interpolate needs two classes")
+    for name in (first, second):
+        if name not in model.labels:
+            raise ConfigError(f"unknown label '{name}'; {run_dir} knows {', '.join(model.labels)}")
+    weights = torch.zeros(steps, len(model.labels))
+    w = torch.linspace(0.0, 1.0, steps)
+    weights[:, model.labels.index(first)] += 1.0 - w
+    weights[:, model.labels.index(second)] += w
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    z = model.draw_latents(1, frames, g)
+    weights = weights.to(model.device)
+    with torch.no_grad():  # each panel rendered alone: it does not depend on the others
+        clips = from_model(torch.cat([model.render(z, frames, weights[i:i + 1], model.sampler)
+                                      for i in range(steps)]))
+    video = side_by_side(list(clips), [f"{first} {1 - float(x):.2f}" for x in w])
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return [write_video(Path(out) / f"interpolation.{ext}", video, meta.get("fps", 25.0))
+            for ext in formats]
 
 
 def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:

@@ -121,3 +121,33 @@ class TensorClips:
     def mean_frame(self) -> torch.Tensor:
         """Mean (C, H, W) over all frames of all observed clips (model space)."""
         return self.clips.float().mean(dim=(0, 2))
+
+
+class ClassWindows:
+    """Training windows of several textures, one class each, for a class-conditional model:
+    ``samplers[c]`` (a :class:`WindowSampler` or :class:`TensorClips`) gives the windows of
+    class ``c``. :meth:`observed` returns ``(clips, labels)``: every class's windows (as its
+    sampler gives them) and their class indices."""
+
+    def __init__(self, samplers: list[WindowSampler | TensorClips]):
+        if len(samplers) < 2:
+            raise InputError(f"a class-conditional model needs at least 2 classes (textures), "
+                             f"got {len(samplers)}")
+        shapes = {tuple(s.first_window().shape) for s in samplers}
+        if len(shapes) > 1:
+            raise InputError("the classes' videos differ in frame size; give a size (e.g. "
+                             "--size 64) to resize them all")
+        self.samplers = samplers
+
+    def observed(self, batch: int | None = None, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        clips = [s.observed(batch, generator) for s in self.samplers]
+        labels = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(clips)])
+        return torch.cat(clips), labels
+
+    def mean_frame(self) -> torch.Tensor:
+        """(classes, 3, H, W): each class's mean frame."""
+        return torch.stack([s.mean_frame() for s in self.samplers])
+
+    def first_window(self) -> torch.Tensor:
+        return self.samplers[0].first_window()

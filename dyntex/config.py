@@ -41,6 +41,8 @@ class Config:
                                 # starting at the observed mean frame
     motion_channels: int = 0    # multiscale: width of the descriptor's branch on temporal
                                 # differences at its finest scale, doubled per scale (0: off)
+    labels: str = ""            # class names, comma-separated: one class-conditional model
+                                # over several textures (multiscale; "" : unconditional)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
     langevin_steps: int = 10    # l
     step_size: float = 0.002    # delta
@@ -84,7 +86,7 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels")
+              "motion_channels", "labels")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -182,10 +184,23 @@ def _check_shapes(cfg: Config) -> None:
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
+    if cfg.labels:
+        names = class_names(cfg)
+        if cfg.arch != "multiscale":
+            raise ConfigError(f"a class-conditional model (labels) needs arch 'multiscale' (got "
+                              f"arch '{cfg.arch}'; use the standard preset)")
+        if any(not n or n != n.strip() for n in names) or len(set(names)) != len(names):
+            raise ConfigError(f"setting 'labels' must be distinct, non-empty class names "
+                              f"separated by commas, got {cfg.labels!r}")
     if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
         raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
                           f"{MOTION_MIN_FRAMES}; "
                           f"got {cfg.frames} (set motion_channels to 0 for shorter clips)")
+
+
+def class_names(cfg: Config) -> list[str]:
+    """The class names of a class-conditional config (``[]``: unconditional)."""
+    return cfg.labels.split(",") if cfg.labels else []
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

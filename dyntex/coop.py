@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import fastops
-from .config import Config
+from .config import Config, class_names
 from .langevin import infer_latent, revise
 from .errors import ConfigError
 from .multiscale import FieldGenerator
@@ -35,25 +35,67 @@ class CoopNets(nn.Module):
             w = config.motion_channels
             options = {"layout_channels": config.layout_channels,
                        "motion_channels": (w, 2 * w, 4 * w) if w else None}
+        self.labels = class_names(config)       # class names of a conditional model, or []
         self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,
                                                      config.latent_channels,
-                                                     frame_bias=config.frame_bias == "mean", **options)
+                                                     frame_bias=config.frame_bias == "mean",
+                                                     classes=len(self.labels), **options)
         # mu of the reference distribution N(mu, s^2 I): zero (paper), the observed colour mean or
         # mean frame (config.ref_mean), set once from the training data and kept in checkpoints
-        self.register_buffer("ref_mean", torch.zeros(1, 3, 1, config.size, config.size))
+        # (one per class for a conditional model)
+        self.register_buffer("ref_mean", torch.zeros(max(1, len(self.labels)), 3, 1,
+                                                     config.size, config.size))
         # exponential moving average of the generator's weights, used for synthesis (config.ema)
         self.generator_ema: Generator | None = None
         if config.ema > 0:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
 
+    @property
+    def conditional(self) -> bool:
+        return bool(self.labels)
+
+    def label_tensor(self, labels: Tensor | list[int] | None, n: int) -> Tensor | None:
+        """``labels`` as a (n,) index tensor, or (n, classes) class weights, on the model's device
+        (None for an unconditional model, which must be given none)."""
+        if not self.conditional:
+            if labels is not None:
+                raise ConfigError("this model is not class-conditional; it takes no label")
+            return None
+        if labels is None:
+            raise ConfigError(f"this model is class-conditional: give a label (one of "
+                              f"{', '.join(self.labels)})")
+        labels = torch.as_tensor(labels, device=self.device)
+        if labels.is_floating_point():      # class weights (n, classes): a blend of classes
+            if labels.ndim != 2 or labels.shape[1] != len(self.labels):
+                raise ConfigError(f"class weights must be (clips, {len(self.labels)}), got "
+                                  f"{tuple(labels.shape)}")
+        else:
+            labels = labels.long().reshape(-1)
+        if len(labels) != n:
+            raise ConfigError(f"{len(labels)} labels given for {n} clips")
+        return labels
+
+    def energy(self, labels: Tensor | None) -> Callable[[Tensor], Tensor]:
+        """f(Y) per clip: the descriptor, for a conditional model f(Y; theta_c) of ``labels``."""
+        return self.descriptor if labels is None else (lambda y: self.descriptor(y, labels))
+
+    def render(self, z: Tensor, frames: int | None = None, labels: Tensor | None = None,
+               generator: Generator | None = None) -> Tensor:
+        """g(X) with the training generator (or ``generator``), of class ``labels`` if conditional."""
+        gen = generator if generator is not None else self.generator
+        return gen(z, frames) if labels is None else gen(z, frames, labels=labels)
+
     @torch.no_grad()
     def init_from_data(self, mean_frame: Tensor) -> None:
-        """Set what starts from the observed data's mean frame (C, S, S), before training: the
-        reference mean (``ref_mean`` "channel" or "frame") and the generator's frame bias."""
+        """Set what starts from the observed data's mean frame (C, S, S) — one per class,
+        (classes, C, S, S), for a conditional model — before training: the reference mean
+        (``ref_mean`` "channel" or "frame") and the generator's frame bias."""
         mode = self.config.ref_mean
-        mu = mean_frame.mean(dim=(1, 2), keepdim=True).expand_as(mean_frame) \
-            if mode == "channel" else mean_frame
-        self.ref_mean.copy_(mu[None, :, None] if mode != "zero" else torch.zeros_like(self.ref_mean))
+        frames = mean_frame if mean_frame.ndim == 4 else mean_frame[None]
+        mu = frames.mean(dim=(2, 3), keepdim=True).expand_as(frames) \
+            if mode == "channel" else frames
+        self.ref_mean.copy_(mu[:, :, None].expand_as(self.ref_mean) if mode != "zero"
+                            else torch.zeros_like(self.ref_mean))
         for gen in (self.generator, self.generator_ema):
             if gen is not None and gen.frame_bias is not None:
                 gen.frame_bias.init_from(mean_frame)
@@ -93,16 +135,18 @@ class CoopNets(nn.Module):
         return torch.randn((n, *shape), generator=generator, device=self.device)
 
     def revise(self, y: Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
-        """Descriptor Langevin revision of clips ``y`` with the config's delta and s."""
+               generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
+        """Descriptor Langevin revision of clips ``y`` with the config's delta and s (on each
+        clip's class model ``labels`` for a conditional model)."""
         cfg = self.config
         steps = cfg.langevin_steps if steps is None else steps
-        return revise(self.descriptor, y, steps, cfg.step_size, cfg.ref_sigma, generator,
-                      self.ref_mean)
+        mu = self.ref_mean if labels is None else self.ref_mean[labels]
+        return revise(self.energy(labels), y, steps, cfg.step_size, cfg.ref_sigma, generator, mu)
 
     @torch.no_grad()
     def synthesize(self, n: int, frames: int | None = None, langevin_steps: int = 0,
-                   generator: torch.Generator | None = None, size: int | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, size: int | None = None,
+                   labels: Tensor | list[int] | None = None) -> Tensor:
         """``n`` new clips (n, C, frames, S, S), in model space (nominally [-1, 1]).
 
         Latents are rendered in groups of the training chain count, so BatchNorm sees batches of
@@ -110,18 +154,25 @@ class CoopNets(nn.Module):
         extra draws that are discarded. ``langevin_steps`` > 0 refines the generator's output by
         that many descriptor Langevin steps (the descriptor's own sampler). ``size``: frames of
         another side than the training one (multiscale generator only; its layout map and frame
-        bias are stretched to it).
+        bias are stretched to it). ``labels``: the class index of each of the ``n`` clips, or
+        (n, classes) class weights that blend the classes (conditional models only).
         """
         frames = frames or self.config.frames
+        labels = self.label_tensor(labels, n)
+        if langevin_steps and labels is not None and labels.is_floating_point():
+            raise ConfigError("--langevin-steps needs one class per clip, not a blend of classes")
         if langevin_steps and size not in (None, self.config.size):
             raise ConfigError("--langevin-steps needs the training size: the descriptor's last "
                               "layer is fully connected in space")
         group = self.config.chains
         n_groups = -(-n // group)
         z = self.draw_latents(n_groups * group, frames, generator, size)
-        clips = torch.cat([self.sampler(zg, frames) for zg in z.split(group)])[:n]
+        label_groups = [None] * n_groups if labels is None else torch.cat(
+            [labels, labels[:1].expand(len(z) - n, *labels.shape[1:])]).split(group)
+        clips = torch.cat([self.render(zg, frames, lg, self.sampler)
+                           for zg, lg in zip(z.split(group), label_groups)])[:n]
         if langevin_steps:
-            clips = self.revise(clips, langevin_steps, generator)
+            clips = self.revise(clips, langevin_steps, generator, labels)
         return clips
 
 
@@ -146,8 +197,10 @@ class Optimizers:
 
 def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
                generator: torch.Generator | None = None,
-               sync: Callable[[CoopNets, Tensor], Tensor] | None = None) -> dict[str, float]:
-    """One iteration of Algorithm 1 on a batch of observed clips (B, C, T, S, S) in [-1, 1].
+               sync: Callable[[CoopNets, Tensor], Tensor] | None = None,
+               labels: Tensor | None = None) -> dict[str, float]:
+    """One iteration of Algorithm 1 on a batch of observed clips (B, C, T, S, S) in [-1, 1]
+    (of classes ``labels`` (B,) for a conditional model).
 
     ``sync`` (data-parallel training) is called between the gradient computation and the
     parameter updates with the model and the stats tensor; it must average both across processes
@@ -170,9 +223,10 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
 
         with fastops.step_in_backward(opts.generator, model.generator), \
                 fastops.step_in_backward(opts.descriptor, model.descriptor):
-            stats = accumulate_gradients(model, observed, generator, after_generator=update_generator)
+            stats = accumulate_gradients(model, observed, generator,
+                                         after_generator=update_generator, labels=labels)
     else:  # both gradients are averaged across processes in one call, then both updates applied
-        stats = sync(model, accumulate_gradients(model, observed, generator))
+        stats = sync(model, accumulate_gradients(model, observed, generator, labels=labels))
         opts.generator.step()
     opts.descriptor.step()
     model.update_ema()
@@ -183,37 +237,44 @@ STAT_NAMES = ("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms"
 
 
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
-                         scale: float = 1.0, after_generator: Callable[[], None] | None = None
-                         ) -> Tensor:
+                         scale: float = 1.0, after_generator: Callable[[], None] | None = None,
+                         labels: Tensor | None = None) -> Tensor:
     """Steps G0, D1, G1, D2 and G2 of Algorithm 1 up to the parameter gradients, added (times
     ``scale``) to the ``.grad`` of both networks. Returns the stats as one tensor (``STAT_NAMES``).
 
     ``after_generator``, if given, is called once the generator's gradient is complete and before
     the descriptor's is computed (to update the generator and free its gradient early); without
     it the descriptor's gradient comes first, so the generator's gradient is never held beside
-    the descriptor's activations."""
+    the descriptor's activations.
+
+    A conditional model (``labels``: the observed clips' classes) draws ``chains`` clips of every
+    class each iteration, and each clip's energy is its class's f(Y; theta_c)."""
     cfg = model.config
-    des, gen = model.descriptor, model.generator
+    # the chains' classes: every class ``chains`` times (None: unconditional)
+    chain_labels = None if labels is None else \
+        torch.arange(len(model.labels), device=labels.device).repeat_interleave(cfg.chains)
 
     # Step G0: X_i ~ N(0, I), Y^_i = g(X_i; alpha).  The graph is kept for step G2 when the latents
     # are not re-inferred (same batch, same BatchNorm statistics: identical to a second forward).
-    z = model.draw_latents(cfg.chains, generator=generator)
-    y_gen = gen(z)
+    z = model.draw_latents(cfg.chains if labels is None else len(chain_labels), generator=generator)
+    y_gen = model.render(z, labels=chain_labels)
 
     # Step D1: Y~_i = l Langevin steps on p(Y; theta) from Y^_i (Eq. 8); input gradients only.
-    y_rev = model.revise(y_gen.detach(), generator=generator)
+    y_rev = model.revise(y_gen.detach(), generator=generator, labels=chain_labels)
 
     # Step G1 (optional, off by default): X_i <- Langevin on p(X | Y~_i; alpha) (Eq. 16).
     if cfg.infer_steps:
-        z = infer_latent(gen, z, y_rev, cfg.infer_steps, cfg.infer_step_size, cfg.gen_sigma, generator)
-        y_gen_fit = gen(z)
+        z = infer_latent(lambda x: model.render(x, labels=chain_labels), z, y_rev,
+                         cfg.infer_steps, cfg.infer_step_size, cfg.gen_sigma, generator)
+        y_gen_fit = model.render(z, labels=chain_labels)
     else:
         y_gen_fit = y_gen
+    both = None if labels is None else torch.cat([labels, chain_labels])
 
     def descriptor_gradient() -> tuple[Tensor, Tensor, Tensor]:
         # Step D2: gradient of  mean_i f(Y~_i) - mean_j f(Y_j)  (ascent on the log-likelihood,
         # Eq. 9). The descriptor has no batch-dependent layers, so one forward over both sets is exact.
-        energies = des(torch.cat([observed, y_rev]))
+        energies = model.energy(both)(torch.cat([observed, y_rev]))
         e_obs, e_rev = energies[: observed.shape[0]], energies[observed.shape[0]:]
         des_loss = e_rev.mean() - e_obs.mean()
         (des_loss * scale).backward()

@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .nets import Descriptor, Generator, _batchnorm, _init_normal, check_shape, stretch_map
+from .errors import ConfigError
+from .nets import (Descriptor, FrameBias, Generator, _batchnorm, _init_normal, check_shape,
+                   stretch_map)
 
 
 def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -55,7 +57,8 @@ class FieldGenerator(Generator):
     """
 
     def __init__(self, stages: list[GeneratorStage], head: nn.Sequential, latent_channels: int,
-                 margin: int, frames: int, size: int, layout_channels: int):
+                 margin: int, frames: int, size: int, layout_channels: int, classes: int = 0,
+                 embed_channels: int = 0):
         self.noise_levels = [i for i, st in enumerate(stages) if st.noise_weight is not None]
         packed = latent_channels + sum(8 ** i for i in self.noise_levels)
         super().__init__(head, packed, scale=4, offset=0, margin=margin, frames=frames)
@@ -64,13 +67,23 @@ class FieldGenerator(Generator):
         self.size = size
         self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // 8, size // 8))
                        if layout_channels else None)
+        # class-conditional: a learned embedding of the class joined to the factors everywhere
+        self.embed = nn.Embedding(classes, embed_channels) if classes else None
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 1.0)
 
     def latent_shape(self, frames: int | None = None, size: int | None = None
                      ) -> tuple[int, int, int, int]:
         side = (size or self.size) // 8
         return (self.latent_channels, self.latent_frames(frames), side, side)
 
-    def forward(self, z: torch.Tensor, frames: int | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, frames: int | None = None,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Clips of the latents ``z``; ``labels`` (conditional models only): class indices (B,)
+        or class weights (B, classes), which blend the classes' embeddings and frame biases."""
+        if (labels is None) != (self.embed is None):
+            raise ConfigError("a class-conditional generator needs labels, an unconditional one "
+                              "takes none")
         x, packed = z[:, :self.factors], z[:, self.factors:]
         noise, c = {}, 0
         for i in self.noise_levels:
@@ -79,9 +92,16 @@ class FieldGenerator(Generator):
         if self.layout is not None:
             layout = stretch_map(self.layout, x.shape[-2:])
             x = torch.cat([x, layout.expand(x.shape[0], -1, x.shape[2], -1, -1)], 1)
+        if self.embed is not None:
+            # class indices (B,), or class weights (B, classes): a blend of the embeddings
+            e = self.embed(labels) if not labels.is_floating_point() else labels @ self.embed.weight
+            e = e[:, :, None, None, None]
+            x = torch.cat([x, e.expand(-1, -1, *x.shape[2:])], 1)
         for i, stage in enumerate(self.stages):
             x = stage(x, noise.get(i))
-        return self.centre_frames(self.body(x), z, frames)
+        for layer in self.body:           # the frame bias is chosen by class
+            x = layer(x, labels) if isinstance(layer, FrameBias) else layer(x)
+        return self.centre_frames(x, z, frames)
 
 
 class MultiScaleDescriptor(Descriptor):
@@ -97,27 +117,38 @@ class MultiScaleDescriptor(Descriptor):
     """
 
     def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None,
-                 motion: tuple[list[nn.Module], list[nn.Module]] | None = None):
+                 motion: tuple[list[nn.Module], list[nn.Module]] | None = None, classes: int = 0):
         nn.Module.__init__(self)
         self.trunk, self.heads, self.fc = nn.ModuleList(trunk), nn.ModuleList(heads), fc
         self.motion_trunk = nn.ModuleList(motion[0]) if motion else None
         self.motion_heads = nn.ModuleList(motion[1]) if motion else None
+        self.classes = classes
 
-    @staticmethod
-    def _pyramid(h: torch.Tensor, trunk: nn.ModuleList, heads: nn.ModuleList) -> tuple:
-        f = h.new_zeros(h.shape[0])
+    def _pyramid(self, h: torch.Tensor, trunk: nn.ModuleList, heads: nn.ModuleList) -> tuple:
+        f = h.new_zeros(h.shape[0], max(1, self.classes))
         for block, head in zip(trunk, heads):
             h = block(h)
-            f = f + head(h).flatten(1).sum(1)
+            f = f + head(h).flatten(2).sum(2)
         return f, h
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
+    def energies(self, y: torch.Tensor) -> torch.Tensor:
+        """f(Y; theta_c) of every class c, (B, classes) (one column for an unconditional model):
+        the heads have one output channel per class on a shared trunk."""
         f, h = self._pyramid(y, self.trunk, self.heads)
         if self.fc is not None:
-            f = f + self.fc(h).flatten(1).sum(1)
+            f = f + self.fc(h).reshape(h.shape[0], f.shape[1], -1).sum(2)
         if self.motion_trunk is not None:
             f = f + self._pyramid(y[:, :, 1:] - y[:, :, :-1], self.motion_trunk, self.motion_heads)[0]
         return f
+
+    def forward(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """f(Y) per clip, (B,); a class-conditional descriptor gives f(Y; theta_c) of each clip's
+        class ``labels`` (B,)."""
+        if (labels is None) != (self.classes == 0):
+            raise ConfigError("a class-conditional descriptor needs labels, an unconditional one "
+                              "takes none")
+        f = self.energies(y)
+        return f[:, 0] if labels is None else f.gather(1, labels[:, None])[:, 0]
 
 
 class Upsample(nn.Module):
@@ -132,17 +163,22 @@ class Upsample(nn.Module):
 MS_GEN = (96, 48, 24)      # generator channels at S/8, S/4, S/2
 MS_DES = (32, 64, 128)     # descriptor channels at S/2, S/4, S/8
 MS_MARGIN = 4              # frames rendered and dropped at each end (as FAST_MARGIN)
+MS_EMBED = 8               # channels of a class-conditional generator's class embedding
 
 
 def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels: int = 16,
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
-                     noise: bool = True, motion_channels: tuple[int, ...] | None = None
-                     ) -> tuple[Descriptor, Generator]:
-    """Fully convolutional, multi-scale descriptor and generator (see the module docstring)."""
+                     noise: bool = True, motion_channels: tuple[int, ...] | None = None,
+                     classes: int = 0) -> tuple[Descriptor, Generator]:
+    """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
+    ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
+    generator's factors; one energy output per class on the descriptor's heads)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
-    stages = [GeneratorStage(latent_channels + layout_channels, g0, upsample=False, noise=False),
+    embed = MS_EMBED if classes else 0
+    stages = [GeneratorStage(latent_channels + layout_channels + embed, g0, upsample=False,
+                             noise=False),
               GeneratorStage(g0, g1, upsample=True, noise=noise),
               GeneratorStage(g1, g2, upsample=True, noise=noise)]
     # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
@@ -151,20 +187,22 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     # and scored worse: docs/quality.md)
     last = nn.ConvTranspose3d(g2, channels, (3, 4, 4), stride=(1, 2, 2), padding=1)
     gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,
-                         frames, size, layout_channels)
+                         frames, size, layout_channels, classes, embed)
     _init_normal(gen, 0.02)
+    outputs = max(1, classes)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
         trunk, heads, c_in = [], [], channels
         for c in widths:
             # kernel 4 at stride 2, replicate padding: every pixel and frame reached evenly (as fast)
             trunk.append(nn.Sequential(nn.Conv3d(c_in, c, 4, stride=2, padding=1,
                                                  padding_mode="replicate"), nn.ReLU()))
-            heads.append(nn.Conv3d(c, 1, 1))
+            heads.append(nn.Conv3d(c, outputs, 1))
             c_in = c
         return trunk, heads
 
     trunk, heads = pyramid(des_channels)
-    fc = nn.Conv3d(des_channels[-1], 16, (1, size // 8, size // 8)) if des_fc else None
-    des = MultiScaleDescriptor(trunk, heads, fc, pyramid(motion_channels) if motion_channels else None)
+    fc = nn.Conv3d(des_channels[-1], 16 * outputs, (1, size // 8, size // 8)) if des_fc else None
+    des = MultiScaleDescriptor(trunk, heads, fc,
+                               pyramid(motion_channels) if motion_channels else None, classes)
     _init_normal(des, 0.001)
     return des, gen

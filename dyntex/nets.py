@@ -114,23 +114,33 @@ class CropTime(nn.Module):
 class FrameBias(nn.Module):
     """A learned per-pixel bias (C, S, S), the same in every frame, added before the generator's
     final tanh. :meth:`init_from` starts it at a frame (the observed mean frame), so the generator
-    renders the clip's fixed layout and colours from the first iteration and learns the motion."""
+    renders the clip's fixed layout and colours from the first iteration and learns the motion.
+    A class-conditional generator has one bias per class (``classes``), chosen by ``labels``."""
 
-    def __init__(self, channels: int, size: int):
+    def __init__(self, channels: int, size: int, classes: int = 1):
         super().__init__()
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, size, size))
+        self.bias = nn.Parameter(torch.zeros(classes, channels, 1, size, size))
 
     @torch.no_grad()
     def init_from(self, frame: torch.Tensor) -> None:
-        """``frame`` (C, S, S) in [-1, 1]: tanh(bias) = frame (clamped away from +-1)."""
-        self.bias.copy_(torch.atanh(frame.clamp(-0.98, 0.98))[None, :, None])
+        """``frame`` (C, S, S), or (classes, C, S, S), in [-1, 1]: tanh(bias) = frame (clamped
+        away from +-1)."""
+        frame = frame if frame.ndim == 4 else frame[None]
+        self.bias.copy_(torch.atanh(frame.clamp(-0.98, 0.98))[:, :, None].expand_as(self.bias))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + stretch_map(self.bias, x.shape[-2:])
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``labels``: class indices (B,) or class weights (B, classes) (a blend of the biases)."""
+        if labels is None:
+            bias = self.bias
+        elif labels.is_floating_point():
+            bias = torch.einsum("bk,k...->b...", labels, self.bias)
+        else:
+            bias = self.bias[labels]
+        return x + stretch_map(bias, x.shape[-2:])
 
 
 def stretch_map(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """A learned (1, C, 1, h, w) map at frame size ``hw`` (bilinear when it differs: a model
+    """A learned (B, C, 1, h, w) map at frame size ``hw`` (bilinear when it differs: a model
     rendering another size than it trained on)."""
     if tuple(m.shape[-2:]) == tuple(hw):
         return m
@@ -138,11 +148,12 @@ def stretch_map(m: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
                                      align_corners=False)[:, :, None]
 
 
-def _with_frame_bias(body: nn.Sequential, channels: int, size: int) -> nn.Sequential:
+def _with_frame_bias(body: nn.Sequential, channels: int, size: int, classes: int = 1
+                     ) -> nn.Sequential:
     """``body`` (ending in Tanh) with a :class:`FrameBias` inserted before its Tanh."""
     layers = list(body)
     assert isinstance(layers[-1], nn.Tanh)
-    return nn.Sequential(*layers[:-1], FrameBias(channels, size), layers[-1])
+    return nn.Sequential(*layers[:-1], FrameBias(channels, size, classes), layers[-1])
 
 
 def _batchnorm(channels: int) -> nn.BatchNorm3d:
@@ -281,15 +292,22 @@ def build_fast(frames: int, size: int, channels: int = 3, latent_channels: int =
 
 
 def build_nets(arch: str, frames: int, size: int, latent_channels: int, channels: int = 3,
-               frame_bias: bool = False, **options) -> tuple[Descriptor, Generator]:
+               frame_bias: bool = False, classes: int = 0, **options
+               ) -> tuple[Descriptor, Generator]:
     """Build the descriptor and generator for a config's ``arch``/``frames``/``size``;
-    ``frame_bias``: the generator gets a :class:`FrameBias` before its tanh."""
+    ``frame_bias``: the generator gets a :class:`FrameBias` before its tanh; ``classes`` > 0: a
+    class-conditional pair (multiscale only: :func:`dyntex.multiscale.build_multiscale`)."""
     check_shape(arch, frames, size)
     from .multiscale import build_multiscale  # imports this module's base classes
 
     builder = {"paper": build_paper, "fast": build_fast, "multiscale": build_multiscale}[arch]
+    if classes:
+        if arch != "multiscale":
+            raise ConfigError("a class-conditional model needs arch 'multiscale' (the standard "
+                              "preset)")
+        options["classes"] = classes
     des, gen = builder(frames, size, channels=channels, latent_channels=latent_channels, **options)
     if frame_bias:
-        gen.body = _with_frame_bias(gen.body, channels, size)
+        gen.body = _with_frame_bias(gen.body, channels, size, max(1, classes))
         gen.frame_bias = gen.body[-2]
     return accelerate(des), accelerate(gen)

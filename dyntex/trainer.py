@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from . import distributed
-from .clips import TensorClips, WindowSampler
+from .clips import ClassWindows, TensorClips, WindowSampler
 from .config import MODEL_KEYS, Config, config_from_dict
 from .coop import CoopNets, Optimizers, train_step
 from .divergence import DivergenceGuard
@@ -166,9 +166,9 @@ class Trainer:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
                     # Algorithm 1: observed clips Y, then one iteration (G0, D1, G1, D2, G2)
-                    observed = data.observed(batch, self.data_rng).to(self.device)
+                    observed, labels = _with_labels(data.observed(batch, self.data_rng), self.device)
                     self._set_learning_rates()
-                    stats = train_step(self.model, self.opts, observed, self.rng, sync)
+                    stats = train_step(self.model, self.opts, observed, self.rng, sync, labels)
                     problem = self.guard.problem(stats)
                     if problem is not None:
                         self._roll_back(problem, bar)
@@ -190,8 +190,11 @@ class Trainer:
             self.write_curves()
         return self.model
 
-    def _data(self, data: Any) -> WindowSampler | TensorClips:
-        if isinstance(data, (WindowSampler, TensorClips)):
+    def _data(self, data: Any) -> WindowSampler | TensorClips | ClassWindows:
+        if self.model.conditional != isinstance(data, ClassWindows):
+            raise ConfigError("a class-conditional model trains on ClassWindows (one sampler per "
+                              "label), an unconditional one on anything else")
+        if isinstance(data, (WindowSampler, TensorClips, ClassWindows)):
             return data
         if isinstance(data, torch.Tensor):
             return TensorClips(data, config=self.config)
@@ -228,8 +231,12 @@ class Trainer:
                         f_obs=f"{stats['energy_obs']:.3g}", f_syn=f"{stats['energy_syn']:.3g}")
 
     def preview(self) -> torch.Tensor:
-        """Samples from fixed latents (same every time), for watching training progress."""
+        """Samples from fixed latents (same every time), for watching training progress (one
+        per class for a conditional model)."""
         g = torch.Generator(device=self.device).manual_seed(PREVIEW_SEED)
+        if self.model.conditional:
+            n = len(self.model.labels)
+            return self.model.synthesize(n, generator=g, labels=list(range(n)))
         return self.model.synthesize(self.config.chains, generator=g)
 
     def _write_preview(self) -> None:
@@ -341,6 +348,12 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
         return 1.0
     progress = min(1.0, step / (total - 1))
     return 0.1 + 0.45 * (1.0 + math.cos(math.pi * progress))
+
+
+def _with_labels(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(observed clips, their class labels or None) on ``device``."""
+    clips, labels = batch if isinstance(batch, tuple) else (batch, None)
+    return clips.to(device), None if labels is None else labels.to(device)
 
 
 class _Clock:

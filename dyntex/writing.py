@@ -227,3 +227,30 @@ def contact_sheet(rows: list[np.ndarray], n_cols: int = 8, labels: Sequence[str]
             cv2.putText(sheet, str(labels[r]), (margin, y + (cell_h + text_h) // 2), _FONT, scale,
                         (0, 0, 0), 1, cv2.LINE_AA)
     return sheet
+
+
+def side_by_side(clips: Sequence[np.ndarray], labels: Sequence[str], gap: int = 2) -> np.ndarray:
+    """Clips (T, S, S, 3) uint8 next to each other, each labelled in a white band at the top.
+
+    Returns uint8 (T, band + S, n S + (n - 1) gap, 3) with ``band = max(12, S // 5)``; the panels
+    are separated by ``gap`` white columns.
+    """
+    T, S = clips[0].shape[0], clips[0].shape[1]
+    band = max(12, S // 5)
+    n = len(clips)
+    out = np.full((T, band + S, n * S + (n - 1) * gap, 3), 255, np.uint8)
+    scale = band / 32.0
+    for i, (clip, label) in enumerate(zip(clips, labels)):
+        x = i * (S + gap)
+        out[:, band:, x:x + S] = clip[:T]
+        text = str(label)
+        # Shrink the text until it fits its panel.
+        s = scale
+        while s > 0.2 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)[0][0] > S - 2:
+            s *= 0.9
+        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)
+        header = out[0, :band, x:x + S].copy()
+        cv2.putText(header, text, (max(1, (S - w) // 2), (band + h) // 2), cv2.FONT_HERSHEY_SIMPLEX,
+                    s, (0, 0, 0), 1, cv2.LINE_AA)
+        out[:, :band, x:x + S] = header
+    return out

@@ -48,7 +48,7 @@ import numpy as np
 
 from dyntex.errors import ConfigError, DyntexError, InputError, OutputError
 from dyntex.eval import metrics
-from dyntex.eval.runs import _ClipData, _coop_config, _run_entry
+from dyntex.eval.runs import ConditionalRun, _ClipData, _coop_config, _run_entry
 # the names this module has always offered (dyntex.eval.report and the tests use them)
 from dyntex.eval.settings import (BASELINE_METHODS, CALIBRATION, COLUMNS, DASH, LABELS,  # noqa: F401
                                   METHODS, MIN_FRAMES, MIN_SIZE, NEURAL_METHODS, PSNR_CAP, REFERENCES, _DOC_KEYS,
@@ -152,18 +152,25 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
     from tqdm.auto import tqdm
 
     rows = tuple(st.methods) + REFERENCES
+    conditional = _conditional_run(sources, st, cache) if "coop-conditional" in st.methods else None
     clip_results: list[dict[str, Any]] = []
     bar = tqdm(total=len(sources) * len(st.methods), desc="benchmark", unit="fit",
                disable=not st.progress, dynamic_ncols=True, file=sys.stderr)
     try:
         for src in sources:
-            clip_results.append(_run_clip(src, st, cache, rows, bar))
+            clip_results.append(_run_clip(src, st, cache, rows, bar, conditional))
     finally:
         bar.close()
+    classification = None
+    if conditional is not None:
+        try:
+            classification = conditional.classification()
+        except DyntexError as e:
+            classification = {"error": str(e).splitlines()[0]}
 
     used = [c for c in clip_results if not c["skip"]]
     summary = _summary(clip_results, rows)
-    text, markdown = _render(st, clip_results, summary, rows, len(used))
+    text, markdown = _render(st, clip_results, summary, rows, len(used), classification)
     paths = _write_outputs(out, st, clip_results, rows, markdown)
     wall = time.perf_counter() - start
     results = {
@@ -175,6 +182,7 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
         "wall_seconds": wall,
         "summary": summary,
         "gap_curve": gap_curve(clip_results),
+        "conditional": classification,
         "clips": [{k: v for k, v in c.items() if k not in ("rows", "observed")} | {
             "rows": {r: {k: v for k, v in res.items() if k != "first_sample"}
                      for r, res in c["rows"].items()}} for c in clip_results],
@@ -189,7 +197,23 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
                   wall_seconds=wall)
 
 
-def _run_clip(src: ClipSource, st: Settings, cache: Path, rows: Sequence[str], bar) -> dict:
+def _conditional_run(sources: list[ClipSource], st: Settings, cache: Path) -> ConditionalRun:
+    """The one conditional model over the usable clips (trained when first needed)."""
+    clips = []
+    for src in sources:
+        if src.skip:
+            continue
+        clip = _ClipData(src, st, cache)
+        try:
+            if not clip.meta["skip"]:
+                clips.append(clip)
+        except DyntexError:
+            continue
+    return ConditionalRun(clips, st, cache)
+
+
+def _run_clip(src: ClipSource, st: Settings, cache: Path, rows: Sequence[str], bar,
+              conditional: ConditionalRun | None = None) -> dict:
     base = {"clip": src.name, "source": str(src.path) if src.path else None, "skip": src.skip,
             "notes": list(src.notes), "frames_used": 0, "fps": None, "rows": {}}
     if src.skip:
@@ -216,7 +240,7 @@ def _run_clip(src: ClipSource, st: Settings, cache: Path, rows: Sequence[str], b
         else:
             bar.set_postfix_str(f"{src.name}: {method}")
         try:
-            base["rows"][method] = _run_entry(method, clip, st, cache)
+            base["rows"][method] = _run_entry(method, clip, st, cache, conditional)
         except DyntexError as e:
             base["rows"][method] = {"error": str(e).splitlines()[0]}
         if method not in REFERENCES:

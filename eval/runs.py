@@ -110,17 +110,21 @@ class _ClipData:
             self.ps_seconds += time.perf_counter() - t0
         return self._ps[temporal]
 
+    def windows(self, n: int) -> list[np.ndarray]:
+        """Up to ``n`` non-overlapping T-frame windows of the decoded video (frames 1..T,
+        T+1..2T, ...; the first is the observed clip), loaded as the observed frames are."""
+        if self._head is None:
+            self._decode()
+        frames, T = np.concatenate([self._head, self._tail]), self.T
+        return [frames[k * T:(k + 1) * T] for k in range(min(n, len(frames) // T))] if T else []
+
     def real_diversity(self) -> float | None:
-        """Diversity of the video's first K non-overlapping T-frame windows (frames 1..T,
-        T+1..2T, ...; None with fewer than 2): how much the texture itself varies."""
+        """Diversity of the video's first K non-overlapping T-frame windows (None with fewer
+        than 2): how much the texture itself varies."""
         key = f"real_diversity_k{self.st.samples}"
         if key not in self.meta:
-            if self._head is None:
-                self._decode()
-            frames, T = np.concatenate([self._head, self._tail]), self.T
-            n = min(self.st.samples, len(frames) // T) if T else 0
-            self._meta[key] = (metrics.diversity([frames[k * T:(k + 1) * T] for k in range(n)])
-                               if n >= 2 else None)
+            windows = self.windows(self.st.samples)
+            self._meta[key] = metrics.diversity(windows) if len(windows) >= 2 else None
             _write_json(self.dir / "meta.json", self._meta)
         return self.meta[key]
 
@@ -142,6 +146,16 @@ def _coop_config(st: Settings, frames: int):
     short = {"motion_channels": 0} if frames < MOTION_MIN_FRAMES else {}
     return make_config(st.preset, frames=frames, size=st.size, iters=st.iters, seed=st.seed,
                        device=st.device, window="first", **short)
+
+
+# Config settings added after results were cached: at these values they leave cache keys as
+# they were (a new setting at its default changes no result).
+_ADDED_SETTINGS = {"labels": ""}
+
+
+def _config_key(cfg) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_dict().items()
+            if not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])}
 
 
 def _baseline_of(row: str) -> tuple[str, str]:
@@ -264,6 +278,109 @@ def _coop_langevin(clip: _ClipData, st: Settings, cache: Path) -> tuple[np.ndarr
                           "sample_seconds": time.perf_counter() - t0, "max_abs_eig": None}
 
 
+HELD_BACK_WINDOWS = 7  # windows after the observed one classified by the conditional model
+
+
+class ConditionalRun:
+    """One class-conditional CoopNets model over every clip of the benchmark that has T frames
+    (the clip names are its classes), trained once under ``cache/_conditional/<key>/run``
+    (resumable); the ``coop-conditional`` row samples each clip's class from it, and
+    :meth:`classification` classifies held-back windows of the videos by their class energies."""
+
+    def __init__(self, clips: list[_ClipData], st: Settings, cache: Path):
+        self.st = st
+        self.clips = [c for c in clips if c.T == st.frames]
+        self.labels = [c.src.name for c in self.clips]
+        self.config = _coop_config(st, st.frames).replace(labels=",".join(self.labels)) \
+            if len(self.clips) >= 2 else None
+        self.key = _digest({"v": CACHE_VERSION, "coop_version": COOP_VERSION, "seed": st.seed,
+                            "clips": [c.key for c in self.clips],
+                            "config": None if self.config is None else self.config.to_dict()})
+        self.dir = cache / "_conditional" / self.key
+        self._model = None
+        self.fit_seconds: float | None = None
+
+    def model(self):
+        """The trained model (trained here the first time; a finished run is only loaded)."""
+        if self._model is None:
+            from dyntex.clips import ClassWindows, TensorClips
+            from dyntex.errors import ConfigError
+            from dyntex.runfolder import checkpoint_paths
+            from dyntex.trainer import Trainer, read_metrics
+
+            if self.config is None:
+                raise ConfigError(f"the conditional model needs at least 2 clips of "
+                                  f"T={self.st.frames} frames")
+            run = self.dir / "run"
+            trainer = Trainer(self.config, run_dir=run, resume=True, progress=self.st.progress,
+                              previews=False)
+            data = ClassWindows([TensorClips(_observed_tensor(c.observed)) for c in self.clips])
+            self._model = trainer.fit(data)
+            for old in checkpoint_paths(run)[:-1]:
+                old.unlink(missing_ok=True)
+            try:
+                self.fit_seconds = float(read_metrics(run)[-1]["seconds"])
+            except (OSError, IndexError, KeyError, ValueError):
+                self.fit_seconds = None
+        return self._model
+
+    def samples(self, clip: _ClipData) -> tuple[np.ndarray, dict]:
+        """K samples of ``clip``'s class (latents from the benchmark seed)."""
+        import torch
+
+        from dyntex.errors import ConfigError
+        from dyntex.video import to_unit
+
+        if clip.src.name not in self.labels:
+            raise ConfigError(f"not in the conditional model: {clip.T} frames, not T="
+                              f"{self.st.frames}")
+        model = self.model()
+        t0 = time.perf_counter()
+        g = torch.Generator(device=model.device).manual_seed(self.st.seed)
+        out = model.synthesize(self.st.samples, generator=g,
+                               labels=[self.labels.index(clip.src.name)] * self.st.samples)
+        return to_unit(out), {"fit_seconds": None, "sample_seconds": time.perf_counter() - t0,
+                              "max_abs_eig": None, "conditional_run": self.key}
+
+    def classification(self) -> dict[str, Any] | None:
+        """Classification by energy of up to ``HELD_BACK_WINDOWS`` real windows per clip that
+        training never saw (frames T+1..2T, ...): the share whose highest class energy is their
+        own class, by the descriptor's f(Y; theta_c) alone and by the class model's whole
+        unnormalised log-density f(Y; theta_c) - |Y - mu_c|^2 / (2 s^2) (the log-partition
+        functions, unknown, are left out of both). Cached in ``classification.json``."""
+        if self.config is None:
+            return None
+        path = self.dir / "classification.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+        import torch
+
+        model = self.model()
+        s2 = 2 * self.config.ref_sigma ** 2
+        per_clip, hits_f, hits_full = {}, 0, 0
+        for i, clip in enumerate(self.clips):
+            windows = clip.windows(HELD_BACK_WINDOWS + 1)[1:]
+            if not windows:
+                continue
+            with torch.no_grad():
+                y = torch.cat([_observed_tensor(w) for w in windows]).to(model.device)
+                f = model.descriptor.energies(y)
+                dist = torch.stack([(y - mu).pow(2).flatten(1).sum(1) for mu in model.ref_mean], 1)
+                full = f - dist / s2
+            right_f = int((f.argmax(1) == i).sum())
+            right_full = int((full.argmax(1) == i).sum())
+            hits_f, hits_full = hits_f + right_f, hits_full + right_full
+            per_clip[clip.src.name] = {"windows": len(windows), "accuracy_f": right_f / len(windows),
+                                       "accuracy_full": right_full / len(windows)}
+        n = sum(c["windows"] for c in per_clip.values())
+        result = {"labels": self.labels, "chance": 1.0 / len(self.labels), "windows": n,
+                  "accuracy_f": hits_f / n if n else None,
+                  "accuracy_full": hits_full / n if n else None, "per_clip": per_clip,
+                  "fit_seconds": self.fit_seconds, "iters": self.config.iters}
+        _write_json(path, result)
+        return result
 def _fit_alone(method: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
     """One network trained alone (:mod:`dyntex.solo`) with CoopNets' networks, settings, budget
     and seeds; K samples (the descriptor's: its K persistent chains, so no separate synthesis)."""
@@ -309,7 +426,7 @@ def _entry_params(method: str, st: Settings, clip: _ClipData) -> dict[str, Any]:
         return params
     if method in NEURAL_METHODS:
         return {**base, "K": st.samples, "seed": st.seed, "coop_version": COOP_VERSION,
-                "config": _coop_config(st, clip.T).to_dict()}
+                "config": _config_key(_coop_config(st, clip.T))}
     if method in CALIBRATION and method != "frozen":
         return {**base, "seed": st.seed}            # drawn from np.random.default_rng((seed, i))
     return base                                     # the other references are deterministic
@@ -389,9 +506,15 @@ def _produce(method: str, clip: _ClipData, st: Settings, entry: Path) -> tuple[n
     return nw[None].astype(np.float32), {}
 
 
-def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path) -> dict[str, Any]:
-    """A method's (or reference's) samples and scores on one clip, from the cache or computed."""
-    key = _digest(_entry_params(method, clip=clip, st=st))
+def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path,
+               conditional: ConditionalRun | None = None) -> dict[str, Any]:
+    """A method's (or reference's) samples and scores on one clip, from the cache or computed
+    (``coop-conditional`` samples from ``conditional``)."""
+    params = _entry_params(method, clip=clip, st=st)
+    if method == "coop-conditional":
+        assert conditional is not None
+        params["conditional_run"] = conditional.key
+    key = _digest(params)
     entry = cache / clip.src.name / f"{method}-{key}"
     info_path, samples_path = entry / "info.json", entry / "samples.npy"
     want = (st.samples if method in METHODS else 1, clip.T, st.size, st.size, 3)
@@ -406,7 +529,8 @@ def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path) -> dict[
     except (OSError, ValueError, KeyError):
         # CoopNets trains with torch's own threads; numpy's BLAS is for the rest.
         with nullcontext() if method in NEURAL_METHODS else _single_threaded_blas():
-            samples, timing = _produce(method, clip, st, entry)
+            samples, timing = (conditional.samples(clip) if method == "coop-conditional"
+                               else _produce(method, clip, st, entry))
         info = {"key": key, "method": method, **timing, "metrics": {}}
         _write_npy(samples_path, samples)
         _write_json(info_path, _clean(info))

@@ -20,16 +20,18 @@ from dyntex.fileio import atomic_write
 
 NEW = "-new"                    # row key suffix: the baseline's new-sample (stationary start) row
 BASELINE_METHODS = ("lds", "lds-new", "hosvd", "hosvd-new", "fftlds", "fftlds-new")
-# CoopNets (its generator's samples, and the same after l descriptor Langevin steps) and each
-# of its networks trained alone (dyntex.solo), with the same networks, settings and budget
-NEURAL_METHODS = ("coop", "coop+langevin", "descriptor", "generator")
+# CoopNets (its generator's samples, and the same after l descriptor Langevin steps), each of
+# its networks trained alone (dyntex.solo), with the same networks, settings and budget, and one
+# class-conditional CoopNets model over all the clips (each clip a class)
+NEURAL_METHODS = ("coop", "coop+langevin", "descriptor", "generator", "coop-conditional")
 METHODS = NEURAL_METHODS + BASELINE_METHODS
 # what `dyntex benchmark` runs unless told: the single-network ablations each cost a training
 DEFAULT_METHODS = ("coop", "coop+langevin") + BASELINE_METHODS
 CALIBRATION = ("noise", "phase-randomised", "shuffled", "frozen")
 REFERENCES = ("meanframe", "nextwindow") + CALIBRATION
 LABELS = {"coop": "CoopNets", "coop+langevin": "CoopNets + Langevin",
-          "descriptor": "descriptor alone", "generator": "generator alone", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
+          "descriptor": "descriptor alone", "generator": "generator alone",
+          "coop-conditional": "CoopNets conditional", "lds": "LDS", "hosvd": "HOSVD", "fftlds": "FFT-LDS",
           "lds-new": "LDS", "hosvd-new": "HOSVD", "fftlds-new": "FFT-LDS",
           "meanframe": "mean frame", "nextwindow": "next window", "noise": "noise",
           "phase-randomised": "phase-randomised", "shuffled": "shuffled", "frozen": "frozen",

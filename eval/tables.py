@@ -7,10 +7,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from dyntex.eval import metrics
+from dyntex.writing import side_by_side
 from dyntex.eval.runs import _baseline_of, _coop_config
 from dyntex.eval.settings import (BASELINE_METHODS, COLUMNS, DASH, LABELS, NEW, PSNR_CAP, Settings,
                                   _DOC_KEYS, _digest, _fmt, _write_text)
@@ -36,33 +36,6 @@ def _to_uint8(clip: np.ndarray) -> np.ndarray:
     return np.clip(np.round(clip * 255.0), 0, 255).astype(np.uint8)
 
 
-def side_by_side(clips: Sequence[np.ndarray], labels: Sequence[str], gap: int = 2) -> np.ndarray:
-    """Clips (T, S, S, 3) uint8 next to each other, each labelled in a white band at the top.
-
-    Returns uint8 (T, band + S, n S + (n - 1) gap, 3) with ``band = max(12, S // 5)``; the panels
-    are separated by ``gap`` white columns.
-    """
-    T, S = clips[0].shape[0], clips[0].shape[1]
-    band = max(12, S // 5)
-    n = len(clips)
-    out = np.full((T, band + S, n * S + (n - 1) * gap, 3), 255, np.uint8)
-    scale = band / 32.0
-    for i, (clip, label) in enumerate(zip(clips, labels)):
-        x = i * (S + gap)
-        out[:, band:, x:x + S] = clip[:T]
-        text = str(label)
-        # Shrink the text until it fits its panel.
-        s = scale
-        while s > 0.2 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)[0][0] > S - 2:
-            s *= 0.9
-        (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, s, 1)
-        header = out[0, :band, x:x + S].copy()
-        cv2.putText(header, text, (max(1, (S - w) // 2), (band + h) // 2), cv2.FONT_HERSHEY_SIMPLEX,
-                    s, (0, 0, 0), 1, cv2.LINE_AA)
-        out[:, :band, x:x + S] = header
-    return out
-
-
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -85,7 +58,7 @@ def _summary(clip_results: list[dict], rows: Sequence[str]) -> list[dict[str, An
 
 
 def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: Sequence[str],
-            n_clips: int) -> tuple[str, str]:
+            n_clips: int, classification: dict[str, Any] | None = None) -> tuple[str, str]:
     """(printed text, table.md)."""
     mode = "RGB" if st.rgb else "luma"
     coop = f"; CoopNets: preset {st.preset}, {_coop_config(st, st.frames).iters} iterations" \
@@ -173,6 +146,7 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     legend_md = "\n".join(legend)
     text = (f"## Benchmark: means over clips\n\n{head}\n\n{summary_md}\n\n"
             f"## Per clip (PSNR / SSIM)\n\n{per_clip_md}\n\n{_gap_section(clip_results)}"
+            f"{_classification_section(classification)}"
             f"## Legend\n\n{legend_md}\n")
 
     detail_rows = []
@@ -220,6 +194,26 @@ def _gap_section(clip_results: list[dict]) -> str:
             "Means over clips of the distances of K generator samples (the benchmark's latents) "
             "and of the same after l descriptor Langevin steps; a gap that closes means the "
             f"generator has learned what the MCMC adds.\n\n{table}\n\n")
+
+
+def _classification_section(result: dict[str, Any] | None) -> str:
+    """RQ5: how well the conditional model's class energies tell held-back windows apart."""
+    if not result:
+        return ""
+    if "error" in result:
+        return f"## Conditional model\n\nnot trained: {result['error']}\n\n"
+    rows = [[name, str(c["windows"]), f"{c['accuracy_f']:.2f}", f"{c['accuracy_full']:.2f}"]
+            for name, c in result["per_clip"].items()]
+    rows.append(["all", str(result["windows"]), _fmt(result["accuracy_f"], "{:.2f}"),
+                 _fmt(result["accuracy_full"], "{:.2f}")])
+    table = _table(["clip (class)", "held-back windows", "accuracy by f(Y; θ_c)",
+                    "accuracy by f(Y; θ_c) − ‖Y − μ_c‖² / 2s²"], rows)
+    return ("## Conditional model: classification by energy\n\n"
+            f"One class-conditional model over {len(result['labels'])} clips "
+            f"({result['iters']} iterations, {_fmt(result.get('fit_seconds'), '{:.0f}')} s); "
+            "real windows it never saw (frames T+1..2T, ...) classified by their highest class "
+            f"energy (chance {result['chance']:.2f}); the log-partition functions are unknown "
+            f"and left out.\n\n{table}\n\n")
 
 
 _CSV_FIELDS = ("clip", "row", "label", "frames", "psnr", "ssim", "spectrum", "motion", "color",

@@ -116,7 +116,7 @@ def _inject(monkeypatch, bad_calls, kind):
     real = trainer_mod.train_step
     calls = {"n": 0}
 
-    def step(model, opts, observed, generator=None, sync=None):
+    def step(model, opts, observed, generator=None, sync=None, labels=None):
         calls["n"] += 1
         if calls["n"] in bad_calls:
             if kind == "nan":
@@ -126,10 +126,10 @@ def _inject(monkeypatch, bad_calls, kind):
             else:
                 model.config = model.config.replace(step_size=50.0)  # Langevin blows up
                 try:
-                    return real(model, opts, observed, generator, sync)
+                    return real(model, opts, observed, generator, sync, labels)
                 finally:
                     model.config = model.config.replace(step_size=0.002)
-        return real(model, opts, observed, generator, sync)
+        return real(model, opts, observed, generator, sync, labels)
 
     monkeypatch.setattr(trainer_mod, "train_step", step)
     return calls
