@@ -172,6 +172,41 @@ def synthesize(run_dir: Path, n: int, out: Path, formats: str, frames: int | Non
 
 
 @main.command()
+@click.argument("video", type=click.Path(readable=False, path_type=Path))
+@click.option("--mask", type=click.Path(readable=False, path_type=Path), default=None,
+              help="Missing pixels (nonzero): a video, a folder of frames, one image (every "
+                   "frame) or a .npy / .mat array.")
+@click.option("--occlude", default=None, metavar="SPEC",
+              help="Drawn occlusion instead of a mask: pepper:P (each pixel missing with "
+                   "probability P), block:B (a B x B block per frame), frames:P (whole frames).")
+@click.option("--out", "-o", required=True, type=click.Path(path_type=Path),
+              help="Output folder: recovered.mp4/.gif/.npy, mask.npy, comparison.mp4/.gif, run/.")
+@click.option("--run", "run_dir", type=click.Path(readable=False, path_type=Path), default=None,
+              help="Fill with this trained run instead of training on VIDEO.")
+@click.option("--steps", type=int, default=None,
+              help="With --run: clamped Langevin steps (default: 30 l).")
+@click.option("--resume", is_flag=True, help="Continue the training in --out/run.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@_training_options
+def recover(video: Path, mask: Path | None, occlude: str | None, out: Path, run_dir: Path | None,
+            steps: int | None, resume: bool, quiet: bool, preset: str | None,
+            config_file: Path | None, **flags: Any) -> None:
+    """Fill the missing pixels of the first T frames of VIDEO (--mask or --occlude), learning
+    from the incomplete clip itself (or with a trained --run)."""
+    from dyntex import api
+
+    file_values = load_config_file(config_file) if config_file else None
+    saved = out / "run" / "config.json"
+    if resume and saved.exists() and file_values is None and preset is None:
+        file_values = load_config_file(saved)
+    cfg = config_from_sources(preset, file_values, {k: flags[k] for k in _OVERRIDES})
+    paths = api.recover(video, out, cfg, mask=mask, occlude=occlude, run=run_dir, steps=steps,
+                        resume=resume, progress=not quiet, device=flags.get("device") or "auto")
+    click.echo(f"wrote {out}/recovered.mp4, recovered.gif, recovered.npy, mask.npy, "
+               f"comparison.mp4, comparison.gif" + (" and run/" if "run" in paths else ""))
+
+
+@main.command()
 @click.option("--out", "-o", default="demo_out", show_default=True,
               type=click.Path(path_type=Path))
 @click.option("--iters", type=int, default=None, help="Training iterations (default: the default preset's).")

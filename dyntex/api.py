@@ -15,7 +15,7 @@ import torch
 from . import distributed
 from .clips import ClassWindows, WindowSampler
 from .config import DEFAULT_PRESET, Config, make_config
-from .errors import ConfigError, InputWarning, OutputError
+from .errors import ConfigError, InputError, InputWarning, OutputError
 from .inputs import find_clips, fps_of, load_inputs
 from .report import write_run_report
 from .trainer import Trainer, load_model
@@ -180,6 +180,82 @@ def interpolate(run_dir: str | Path, first: str, second: str, out: str | Path, s
     Path(out).mkdir(parents=True, exist_ok=True)
     return [write_video(Path(out) / f"interpolation.{ext}", video, meta.get("fps", 25.0))
             for ext in formats]
+
+
+def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path | None = None,
+            occlude: str | None = None, run: str | Path | None = None, steps: int | None = None,
+            resume: bool = False, progress: bool = False, device: str = "auto") -> dict[str, Path]:
+    """Fill the missing pixels of the first T frames of ``video`` (``mask`` file, or ``occlude``:
+    a drawn occlusion such as ``"pepper:0.5"``, seeded by the config's seed).
+
+    Without ``run``: trains the config on the incomplete clip into ``out/run`` (the missing pixels
+    revised by descriptor Langevin each iteration, the known ones clamped;
+    :class:`dyntex.recovery.MaskedClip`); with ``run``: a trained run fills them by ``steps``
+    clamped Langevin steps (default: l x 30) without training. Writes ``out/recovered.mp4``,
+    ``.gif`` and ``.npy`` (float [0, 1]; the known pixels are the loaded clip's, bit for bit),
+    ``out/mask.npy`` (True = missing) and ``out/comparison.mp4`` / ``.gif`` (observed | masked |
+    recovered). Everything is checked before anything is written."""
+    import numpy as np
+
+    from . import recovery
+    from .video import read_video
+
+    if (mask is None) == (occlude is None):
+        raise ConfigError("give exactly one of --mask FILE and --occlude SPEC")
+    if steps is not None and steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {steps}")
+    check_output_folder(out)
+    model = None
+    if run is not None:
+        model, _ = load_model(run, device)
+        config = model.config
+    T, S = config.frames, config.size
+    native = read_video(video, frames=T)                       # uint8, for the mask's size
+    if len(native.frames) < T:
+        raise InputError(f"{video} has {len(native.frames)} frames; recovery of T={T} frames "
+                         f"needs {T} (use --frames)")
+    clip = read_video(video, frames=T, size=S).frames
+    if mask is not None:
+        missing = recovery.load_mask(mask, T, S, native.frames.shape[1:3])
+    else:
+        missing = recovery.occlusion_mask(occlude, T, S, np.random.default_rng(config.seed))
+    recovery.check_mask(missing)
+    if model is None:
+        data = recovery.MaskedClip(clip, missing)
+        trainer = Trainer(config, run_dir=Path(out) / "run", resume=resume, progress=progress,
+                          meta={"fps": native.fps, "source": str(video)})
+        trainer.fit(data)
+        recovered = recovery.completed_clip(clip, missing, data.completed)
+    else:
+        g = torch.Generator(device=model.device).manual_seed(config.seed)
+        recovered = recovery.fill(model, clip, missing, steps or 30 * config.langevin_steps, g)
+    out = Path(out)
+    masked = np.where(missing[..., None], 0.0, clip).astype(np.float32)
+    pixels = [to_pixels(a) for a in (clip, masked, recovered)]
+    paths = {"recovered.npy": _save_array(out / "recovered.npy", recovered),
+             "mask.npy": _save_array(out / "mask.npy", missing)}
+    for ext in ("mp4", "gif"):
+        paths[f"recovered.{ext}"] = write_video(out / f"recovered.{ext}", pixels[2], native.fps)
+        paths[f"comparison.{ext}"] = write_video(
+            out / f"comparison.{ext}", side_by_side(pixels, ["observed", "masked", "recovered"]),
+            native.fps)
+    if model is None:
+        paths["run"] = out / "run"
+    return paths
+
+
+def _save_array(path: Path, array) -> Path:
+    """``array`` as a ``.npy`` file, as it is (no value mapping), written atomically."""
+    import numpy as np
+
+    from .fileio import atomic_write
+
+    def write(p: Path) -> None:
+        with p.open("wb") as fh:
+            np.save(fh, array)
+
+    atomic_write(path, write)
+    return path
 
 
 def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:

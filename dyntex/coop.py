@@ -135,13 +135,16 @@ class CoopNets(nn.Module):
         return torch.randn((n, *shape), generator=generator, device=self.device)
 
     def revise(self, y: Tensor, steps: int | None = None,
-               generator: torch.Generator | None = None, labels: Tensor | None = None) -> Tensor:
+               generator: torch.Generator | None = None, labels: Tensor | None = None,
+               free: Tensor | None = None) -> Tensor:
         """Descriptor Langevin revision of clips ``y`` with the config's delta and s (on each
-        clip's class model ``labels`` for a conditional model)."""
+        clip's class model ``labels`` for a conditional model; only the ``free`` entries, the
+        others clamped, when given)."""
         cfg = self.config
         steps = cfg.langevin_steps if steps is None else steps
         mu = self.ref_mean if labels is None else self.ref_mean[labels]
-        return revise(self.energy(labels), y, steps, cfg.step_size, cfg.ref_sigma, generator, mu)
+        return revise(self.energy(labels), y, steps, cfg.step_size, cfg.ref_sigma, generator, mu,
+                      free)
 
     @torch.no_grad()
     def synthesize(self, n: int, frames: int | None = None, langevin_steps: int = 0,

@@ -17,8 +17,12 @@ Tensor = torch.Tensor
 
 
 def langevin(grad_log_p: Callable[[Tensor], Tensor], x0: Tensor, steps: int, step_size: float,
-             generator: torch.Generator | None = None) -> Tensor:
-    """Run ``steps`` Langevin steps from ``x0`` on the density whose score is ``grad_log_p``."""
+             generator: torch.Generator | None = None, free: Tensor | None = None) -> Tensor:
+    """Run ``steps`` Langevin steps from ``x0`` on the density whose score is ``grad_log_p``.
+
+    ``free`` (a boolean mask broadcasting against x): only those entries move; the others stay
+    at their ``x0`` values after every step (sampling the conditional density of the free
+    entries given the clamped ones, as in STGConvNet's recovery)."""
     x = x0.detach()
     for _ in range(steps):
         # x + d^2/2 * score + d * U as one fresh tensor updated in place (never x0). U is drawn
@@ -26,6 +30,8 @@ def langevin(grad_log_p: Callable[[Tensor], Tensor], x0: Tensor, steps: int, ste
         x = torch.add(x, grad_log_p(x), alpha=0.5 * step_size ** 2)
         x.add_(torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype),
                alpha=step_size)
+        if free is not None:
+            x = torch.where(free, x, x0.detach())
     return x
 
 
@@ -52,13 +58,14 @@ def descriptor_score(energy: Callable[[Tensor], Tensor], ref_sigma: float,
 
 def revise(energy: Callable[[Tensor], Tensor], y0: Tensor, steps: int, step_size: float,
            ref_sigma: float, generator: torch.Generator | None = None,
-           ref_mean: Tensor | float = 0.0) -> Tensor:
+           ref_mean: Tensor | float = 0.0, free: Tensor | None = None) -> Tensor:
     """Descriptor revision (Alg. 1, step D1): Y <- Y - d^2/2 ((Y - mu)/s^2 - df/dY) + d U,
-    ``steps`` times.
+    ``steps`` times (only the ``free`` entries, when given: see :func:`langevin`).
 
     ``energy`` maps a batch (B, ...) to f per clip (B,); the clips are revised independently.
     """
-    return langevin(descriptor_score(energy, ref_sigma, ref_mean), y0, steps, step_size, generator)
+    return langevin(descriptor_score(energy, ref_sigma, ref_mean), y0, steps, step_size,
+                    generator, free)
 
 
 def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: float

@@ -22,6 +22,7 @@ from .clips import ClassWindows, TensorClips, WindowSampler
 from .config import MODEL_KEYS, Config, config_from_dict
 from .coop import CoopNets, Optimizers, train_step
 from .divergence import DivergenceGuard
+from .recovery import MaskedClip
 from .errors import CheckpointError, ConfigError, DivergenceError
 from .runfolder import (CHECKPOINT_FORMAT, METRIC_FIELDS, RunFolder, checkpoint_paths,  # noqa: F401
                         load_checkpoint, read_metrics)
@@ -115,6 +116,8 @@ class Trainer:
         self._saved_step = -1
         self._curves_step = -1
         self._first_window: torch.Tensor | None = None
+        self._masked: MaskedClip | None = None       # recovery data, whose state is saved
+        self._data_state: dict[str, torch.Tensor] | None = None
         self.last_stats: dict[str, float] | None = None
         self.run = RunFolder(run_dir, writer=self.dist.is_main) if run_dir is not None else None
         if self.run is not None:
@@ -152,6 +155,9 @@ class Trainer:
         the current iteration, then raises KeyboardInterrupt.
         """
         data = self._data(data)
+        self._masked = data if isinstance(data, MaskedClip) else None
+        if self._masked is not None and self._data_state is not None:
+            self._masked.load_state_dict(self._data_state)   # resumed: the saved completion
         if self.step == 0:
             self.model.init_from_data(data.mean_frame().to(self.device))
         self._first_window = data.first_window()
@@ -166,6 +172,8 @@ class Trainer:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
                     # Algorithm 1: observed clips Y, then one iteration (G0, D1, G1, D2, G2)
+                    if self._masked is not None:   # recovery: revise the missing pixels first
+                        self._masked.revise(self.model, self.rng)
                     observed, labels = _with_labels(data.observed(batch, self.data_rng), self.device)
                     self._set_learning_rates()
                     stats = train_step(self.model, self.opts, observed, self.rng, sync, labels)
@@ -190,11 +198,11 @@ class Trainer:
             self.write_curves()
         return self.model
 
-    def _data(self, data: Any) -> WindowSampler | TensorClips | ClassWindows:
+    def _data(self, data: Any) -> WindowSampler | TensorClips | ClassWindows | MaskedClip:
         if self.model.conditional != isinstance(data, ClassWindows):
             raise ConfigError("a class-conditional model trains on ClassWindows (one sampler per "
                               "label), an unconditional one on anything else")
-        if isinstance(data, (WindowSampler, TensorClips, ClassWindows)):
+        if isinstance(data, (WindowSampler, TensorClips, ClassWindows, MaskedClip)):
             return data
         if isinstance(data, torch.Tensor):
             return TensorClips(data, config=self.config)
@@ -306,6 +314,7 @@ class Trainer:
             "rng": {"train": self.rng.get_state(), "data": self.data_rng.get_state(),
                     "ranks": rank_streams or []},
             "recoveries": self.recoveries, "meta": self.meta,
+            **({"data": self._masked.state_dict()} if self._masked is not None else {}),
         }
 
     def _restore(self, state: dict[str, Any], path: Path) -> None:
@@ -339,6 +348,9 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"{path} lacks a usable optimizer or RNG state ({exc})") from None
         self.step = self._saved_step = int(state["step"])
+        self._data_state = state.get("data")
+        if self._masked is not None and self._data_state is not None:
+            self._masked.load_state_dict(self._data_state)
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:

@@ -58,7 +58,8 @@ METRIC_DOCS: dict[str, str] = {
     "diversity_ratio": "diversity divided by the same distance between K real T-frame windows "
                        "of the clip's video (frames 1..T, T+1..2T, ...): how much of the "
                        "texture's own variation the samples show (1 = as much; near 0 = mode "
-                       "collapse); the next window's row shows the real windows' diversity",
+                       "collapse); higher is better, up to 1; the next window's row shows the "
+                       "real windows' diversity",
     "memorisation": "highest mean luma PSNR (dB, capped) of a synthesized clip against any "
                     "window of the training video; lower is better (high = copied frames)",
 }

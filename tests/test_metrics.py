@@ -142,7 +142,7 @@ def test_memorisation_finds_copied_window() -> None:
 def test_metric_docs_cover_every_metric() -> None:
     assert set(METRIC_DOCS) == {"psnr", "ssim", "spectrum_distance", "motion_distance",
                                 "color_distance", "ps_appearance", "ps_dynamics", "diversity",
-                                "memorisation"}
+                                "diversity_ratio", "memorisation"}
     for text in METRIC_DOCS.values():
         assert "better" in text and "\n" not in text
 

@@ -267,7 +267,8 @@ def test_benchmark_report_of_a_partly_failed_run(water_dir: Path, tmp_path: Path
 def _check_in_chromium(page: Path, shot: Path, min_videos: int) -> dict:
     from tests.browser import inspect_page
 
-    seen = inspect_page(page, screenshot=shot)
+    # a screen tall enough that the first picture sits below the summary table
+    seen = inspect_page(page, screenshot=shot, height=1400)
     assert seen["console_errors"] == []
     assert len(seen["videos"]) >= min_videos
     for v in seen["videos"]:
