@@ -263,11 +263,31 @@ def report(run_dir: Path) -> None:
                    "32 x 64^2 clip).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
               help="Where CoopNets trains (default: the preset's, auto).")
+@click.option("--task", type=click.Choice(["synthesis", "recovery"]), default="synthesis",
+              show_default=True,
+              help="recovery: occlude the first T frames (--occlude) and fill them in, scored "
+                   "on the missing pixels (methods coop, interp, telea, lds).")
+@click.option("--occlude", default="pepper:0.5", show_default=True, metavar="SPEC",
+              help="--task recovery: pepper:P, block:B or frames:P.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def benchmark(data_dir: Path, out: Path, quiet: bool, **options: Any) -> None:
+def benchmark(data_dir: Path, out: Path, quiet: bool, task: str, occlude: str,
+              **options: Any) -> None:
     """Compare CoopNets with LDS, HOSVD and FFT-LDS on the clips in DATA_DIR."""
     from dyntex.eval.benchmark import run_benchmark
 
+    if task == "recovery":
+        from dyntex.eval.recovery import run_recovery_benchmark
+
+        given = click.get_current_context().get_parameter_source("methods")
+        methods = options.pop("methods") if given != click.core.ParameterSource.DEFAULT else None
+        options.pop("methods", None)
+        keep = ("clips", "frames", "size", "seed", "preset", "iters", "device")
+        result = run_recovery_benchmark(data_dir, out, occlude, methods, progress=not quiet,
+                                        **{k: options[k] for k in keep})
+        click.echo(result["text"])
+        click.echo(f"wrote {out}/recovery_*.md, .json and side-by-side videos "
+                   f"({result['wall_seconds']:.1f} s)")
+        return
     try:
         report = run_benchmark(data_dir, out, progress=not quiet, **options)
     except KeyboardInterrupt:
