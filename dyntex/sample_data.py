@@ -1,4 +1,5 @@
-"""A small procedural dynamic texture that dyntex can ship: a shaded water surface.
+"""A small procedural dynamic texture that dyntex can ship: a shaded water surface (and, with
+another palette, a lava-like one for examples).
 
 :func:`render_water` sums travelling sinusoidal waves with a deep-water dispersion relation
 (temporal frequency ~ sqrt(wave number)), shades the surface normals with a blue-green palette,
@@ -30,14 +31,17 @@ SAMPLE_CLIP = Path(__file__).resolve().parents[1] / "data" / "water.mp4"
 SAMPLE_FRAMES, SAMPLE_SIZE, SAMPLE_FPS, SAMPLE_SEED = 64, 64, 25.0, 0
 """How the shipped clip is rendered."""
 
-_DEEP = np.array([0.02, 0.16, 0.26])
-_SHALLOW = np.array([0.06, 0.48, 0.52])
-_CAUSTIC = np.array([0.55, 0.95, 0.90])
+# (deep, shallow, caustic) colours; "lava" is a second texture for examples of class-conditional
+# models (docs/research_questions.md), not shipped
+PALETTES = {"water": (np.array([0.02, 0.16, 0.26]), np.array([0.06, 0.48, 0.52]),
+                      np.array([0.55, 0.95, 0.90])),
+            "lava": (np.array([0.25, 0.02, 0.01]), np.array([0.80, 0.22, 0.02]),
+                     np.array([1.00, 0.85, 0.30]))}
 _SUN = np.array([0.35, 0.25, 0.88]) / np.linalg.norm([0.35, 0.25, 0.88])
 
 
 def render_water(frames: int = SAMPLE_FRAMES, size: int = SAMPLE_SIZE, seed: int = 0,
-                 n_waves: int = 24) -> np.ndarray:
+                 n_waves: int = 24, palette: str = "water") -> np.ndarray:
     """Render a looping, tileable water surface.
 
     Args:
@@ -45,6 +49,7 @@ def render_water(frames: int = SAMPLE_FRAMES, size: int = SAMPLE_SIZE, seed: int
         size: frame side in pixels; the texture tiles with period ``size``.
         seed: seed of the wave directions, phases and amplitudes.
         n_waves: number of sinusoidal wave trains summed.
+        palette: a key of :data:`PALETTES` (the colours of deep and shallow parts and caustics).
 
     Returns:
         uint8 ``(T, size, size, 3)`` RGB frames.
@@ -88,14 +93,17 @@ def render_water(frames: int = SAMPLE_FRAMES, size: int = SAMPLE_SIZE, seed: int
     det = (1.0 + depth * hxx) * (1.0 + depth * hyy) - (depth * hxy) ** 2
     caustic = np.clip(1.0 / np.maximum(np.abs(det), 0.2) - 1.0, 0.0, 3.0)[..., None] ** 1.5
     mix = ((h - h.min()) / (np.ptp(h) + 1e-12))[..., None]
-    colour = (_DEEP + (_SHALLOW - _DEEP) * mix) * (0.55 + 0.6 * diffuse)
-    colour = colour + 0.15 * caustic * _CAUSTIC + 0.7 * glint
+    deep, shallow, light = PALETTES[palette]
+    colour = (deep + (shallow - deep) * mix) * (0.55 + 0.6 * diffuse)
+    colour = colour + 0.15 * caustic * light + 0.7 * glint
     return np.round(np.clip(colour, 0.0, 1.0) ** (1 / 1.15) * 255).astype(np.uint8)
 
 
-def write_sample(path: str | Path = SAMPLE_CLIP) -> Path:
-    """Render the shipped clip and write it (through :func:`dyntex.video.write_video`) to ``path``."""
-    frames = render_water(SAMPLE_FRAMES, SAMPLE_SIZE, SAMPLE_SEED)
+def write_sample(path: str | Path = SAMPLE_CLIP, palette: str = "water",
+                 seed: int = SAMPLE_SEED) -> Path:
+    """Render the shipped clip (or another ``palette`` / ``seed``) and write it (through
+    :func:`dyntex.video.write_video`) to ``path``."""
+    frames = render_water(SAMPLE_FRAMES, SAMPLE_SIZE, seed, palette=palette)
     return write_video(path, frames, SAMPLE_FPS)
 
 
@@ -113,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     """Regenerate the shipped sample clip (``python -m dyntex.sample_data [--out PATH]``)."""
     parser = argparse.ArgumentParser(description="Render the procedural water sample clip.")
     parser.add_argument("--out", type=Path, default=SAMPLE_CLIP, help=f"output .mp4/.gif (default {SAMPLE_CLIP})")
+    parser.add_argument("--palette", choices=sorted(PALETTES), default="water")
+    parser.add_argument("--seed", type=int, default=SAMPLE_SEED, help="seed of the wave field")
     args = parser.parse_args(argv)
-    print(write_sample(args.out))
+    print(write_sample(args.out, args.palette, args.seed))
 
 
 if __name__ == "__main__":
