@@ -14,7 +14,8 @@ from dyntex.eval import calibration, metrics
 from dyntex.eval.baselines import BASELINES
 from dyntex.eval.loading import read_head_tail
 from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION, METHODS,
-                                  METRICS_VERSION, NEURAL_METHODS, MIN_FRAMES, NEW, PSNR_CAP, REFERENCES, Settings,
+                                  METRICS_VERSION, MIN_FRAMES, NEURAL_METHODS, NEW, PSNR_CAP,
+                                  REFERENCES, Settings,
                                   _clean, _digest, _single_threaded_blas, _write_json, _write_npy)
 from dyntex.inputs import ClipSource
 
@@ -305,7 +306,6 @@ class ConditionalRun:
         if self._model is None:
             from dyntex.clips import ClassWindows, TensorClips
             from dyntex.errors import ConfigError
-            from dyntex.runfolder import checkpoint_paths
             from dyntex.trainer import Trainer, read_metrics
 
             if self.config is None:
@@ -316,8 +316,7 @@ class ConditionalRun:
                               previews=False)
             data = ClassWindows([TensorClips(_observed_tensor(c.observed)) for c in self.clips])
             self._model = trainer.fit(data)
-            for old in checkpoint_paths(run)[:-1]:
-                old.unlink(missing_ok=True)
+            _keep_last_checkpoint(run)
             try:
                 self.fit_seconds = float(read_metrics(run)[-1]["seconds"])
             except (OSError, IndexError, KeyError, ValueError):
@@ -381,6 +380,17 @@ class ConditionalRun:
                   "fit_seconds": self.fit_seconds, "iters": self.config.iters}
         _write_json(path, result)
         return result
+
+
+def _keep_last_checkpoint(run_dir: Path) -> None:
+    """A finished run keeps its last checkpoint (the trained model, for coop+langevin and
+    `dyntex synthesize`); the older ones were only needed to resume an interrupted training."""
+    from dyntex.runfolder import checkpoint_paths
+
+    for old in checkpoint_paths(run_dir)[:-1]:
+        old.unlink(missing_ok=True)
+
+
 def _fit_alone(method: str, observed: np.ndarray, st: Settings) -> tuple[np.ndarray, dict]:
     """One network trained alone (:mod:`dyntex.solo`) with CoopNets' networks, settings, budget
     and seeds; K samples (the descriptor's: its K persistent chains, so no separate synthesis)."""
@@ -535,13 +545,7 @@ def _run_entry(method: str, clip: _ClipData, st: Settings, cache: Path,
         _write_npy(samples_path, samples)
         _write_json(info_path, _clean(info))
         cached = False
-        # A finished CoopNets run keeps config.json, metrics.csv and its last checkpoint (the
-        # trained model: coop+langevin and `dyntex synthesize` use it); the older ones were only
-        # needed to resume an interrupted training.
-        from dyntex.runfolder import checkpoint_paths
-
-        for old in checkpoint_paths(entry / "run")[:-1]:
-            old.unlink(missing_ok=True)
+        _keep_last_checkpoint(entry / "run")
     mkey = _metric_key(st)
     if mkey not in info.get("metrics", {}):
         with _single_threaded_blas():
