@@ -225,7 +225,7 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
         trainer = Trainer(config, run_dir=Path(out) / "run", resume=resume, progress=progress,
                           meta={"fps": native.fps, "source": str(video)})
         trainer.fit(data)
-        recovered = recovery.completed_clip(clip, missing, data.completed)
+        recovered = recovery.completed_clip(clip, missing, data.estimate())
     else:
         g = torch.Generator(device=model.device).manual_seed(config.seed)
         recovered = recovery.fill(model, clip, missing, steps or 30 * config.langevin_steps, g)

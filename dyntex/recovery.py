@@ -187,24 +187,40 @@ def interpolate_missing(clip: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return out
 
 
+AVERAGE_DECAY = 0.98   # the recovery estimate: an exponential average of the chain's states
+
+
 class MaskedClip:
     """A clip with missing pixels as training data: its known pixels, its mask and the current
     completed clip (model space, (1, C, T, S, S)), which :meth:`revise` updates by descriptor
-    Langevin with the known pixels clamped, once per training iteration. Its ``state_dict`` goes
-    into checkpoints, so a resumed run continues from the same completion."""
+    Langevin with the known pixels clamped, once per training iteration. :meth:`estimate` is the
+    exponential moving average of the revised completions (decay ``AVERAGE_DECAY``, about the
+    last 50 iterations; bias-corrected as Adam's moments, so the interpolated start does not
+    count): a Langevin state is one sample of the missing pixels, noise included; their average
+    estimates the conditional mean, the better fill under absolute or squared error. Its
+    ``state_dict`` goes into checkpoints, so a resumed run continues from the same chain."""
 
     def __init__(self, clip: np.ndarray, missing: np.ndarray):
         check_mask(missing)
-        self.known = to_model(np.ascontiguousarray(clip, np.float32))[None]
         self.free = torch.from_numpy(np.ascontiguousarray(missing))[None, None]
         self.completed = to_model(interpolate_missing(clip, missing))[None]
+        self.average = torch.zeros_like(self.completed)
+        self.revisions = 0
+
+    def estimate(self) -> torch.Tensor:
+        """The recovery: the average of the revised completions (the start before any)."""
+        if self.revisions == 0:
+            return self.completed
+        return self.average / (1.0 - AVERAGE_DECAY ** self.revisions)
 
     def revise(self, model, generator: torch.Generator | None = None) -> None:
         """l Langevin steps on the missing pixels (Alg. 1 step D1 with the known ones clamped),
         then clipped to the pixel range [-1, 1] (the chain must stay a possible clip: unclipped,
-        missing values ran away to extremes the energy then rewarded)."""
+        missing values ran away to extremes the energy then rewarded); the average follows."""
         self.completed = model.revise(self.completed.to(model.device), generator=generator,
                                       free=self.free.to(model.device)).clamp(-1.0, 1.0).cpu()
+        self.average.lerp_(self.completed, 1.0 - AVERAGE_DECAY)
+        self.revisions += 1
 
     def observed(self, batch: int | None = None, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
@@ -217,23 +233,27 @@ class MaskedClip:
         return self.completed[0].mean(dim=1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"completed": self.completed.clone()}
+        return {"completed": self.completed.clone(), "average": self.average.clone(),
+                "revisions": torch.tensor(self.revisions)}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if tuple(state["completed"].shape) != tuple(self.completed.shape):
             raise ConfigError("the checkpoint's completed clip does not fit this clip")
         self.completed = state["completed"].clone()
+        self.average = state["average"].clone()
+        self.revisions = int(state["revisions"])
 
 
 def fill(model, clip: np.ndarray, missing: np.ndarray, steps: int,
          generator: torch.Generator | None = None) -> np.ndarray:
-    """Fill the missing pixels of ``clip`` (T, S, S, 3) in [0, 1] with a trained model: ``steps``
-    descriptor Langevin steps on them, the known pixels clamped, from temporal interpolation."""
+    """Fill the missing pixels of ``clip`` (T, S, S, 3) in [0, 1] with a trained model: from
+    temporal interpolation, ``steps`` descriptor Langevin steps on them (rounded up to whole
+    revisions of l steps), the known pixels clamped; the average of the revisions, as in
+    training (:meth:`MaskedClip.estimate`)."""
     data = MaskedClip(clip, missing)
-    with torch.no_grad():
-        y = model.revise(data.completed.to(model.device), steps, generator,
-                         free=data.free.to(model.device))
-    return completed_clip(clip, missing, y)
+    for _ in range(max(1, -(-steps // model.config.langevin_steps))):
+        data.revise(model, generator)
+    return completed_clip(clip, missing, data.estimate())
 
 
 def completed_clip(clip: np.ndarray, missing: np.ndarray, completed: torch.Tensor) -> np.ndarray:

@@ -80,7 +80,7 @@ def _coop(clip: np.ndarray, missing: np.ndarray, st: Settings, run_dir: Path) ->
     trainer = Trainer(_coop_config(st, len(clip)), run_dir=run_dir, resume=True,
                       progress=st.progress, previews=False)
     trainer.fit(data)
-    return completed_clip(clip, missing, data.completed)
+    return completed_clip(clip, missing, data.estimate())
 
 
 def scores(recovered: np.ndarray, clip: np.ndarray, missing: np.ndarray) -> dict[str, float]:

@@ -142,6 +142,7 @@ def test_recover_keeps_known_pixels_and_writes_every_output(video: Path, tmp_pat
     assert read_video(out / "comparison.mp4").frames.shape[2] == 3 * S + 2 * 2
     state = torch.load(checkpoint_paths(out / "run")[-1], weights_only=True)
     assert state["data"]["completed"].shape == (1, 3, T, S, S)           # resumable completion
+    assert state["data"]["average"].shape == (1, 3, T, S, S) and int(state["data"]["revisions"]) == 4
 
     # resume continues from the saved completion; a trained run fills a new clip without training
     r = _recover([video, "--occlude", "pepper:0.5", "--preset", "tiny", "--iters", "6",
@@ -204,7 +205,7 @@ def test_recovery_beats_temporal_interpolation_on_a_block_occlusion():
     cfg = make_config("standard", frames=12, size=S, iters=40, window="first", latent_channels=4,
                       layout_channels=2, motion_channels=4, lr_des=1e-4, device="cpu")
     Trainer(cfg).fit(data)
-    recovered = recovery.completed_clip(clip, missing, data.completed)
+    recovered = recovery.completed_clip(clip, missing, data.estimate())
 
     def mae(x):
         return float(np.abs(x - clip)[missing].mean() * 255)
@@ -258,3 +259,27 @@ def test_recovery_benchmark_refuses_bad_settings(video: Path, tmp_path: Path):
     r = CliRunner().invoke(main, ["benchmark", str(video.parent), "--task", "recovery",
                                   "--occlude", "block:0", "-o", str(tmp_path / "x")])
     assert r.exit_code == 1 and "block:B" in r.output
+
+
+def test_the_estimate_is_the_average_of_the_revised_completions():
+    """Bias-corrected exponential average: after one revision it is that revision; after two,
+    the decay-weighted mean of both; the interpolated start never counts."""
+
+    class Shift:                       # a stand-in model whose revision adds 0.5 to free pixels
+        device = torch.device("cpu")
+
+        def revise(self, y, generator=None, free=None):
+            return torch.where(free, y + 0.5, y)
+
+    clip = np.full((2, 2, 2, 3), 0.25, np.float32)
+    missing = np.zeros((2, 2, 2), bool)
+    missing[0, 0, 0] = True
+    data = recovery.MaskedClip(clip, missing)
+    start = data.estimate().clone()
+    data.revise(Shift())
+    first = data.completed.clone()
+    torch.testing.assert_close(data.estimate(), first)
+    data.revise(Shift())
+    d = recovery.AVERAGE_DECAY
+    torch.testing.assert_close(data.estimate(), (d * first + data.completed) / (1 + d))
+    assert torch.equal(data.estimate()[:, :, 1], start[:, :, 1])      # known pixels unchanged
