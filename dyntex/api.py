@@ -198,7 +198,7 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     import numpy as np
 
     from . import recovery
-    from .video import read_video
+    from .video import read_video, unit_frame
 
     if (mask is None) == (occlude is None):
         raise ConfigError("give exactly one of --mask FILE and --occlude SPEC")
@@ -210,11 +210,11 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
         model, _ = load_model(run, device)
         config = model.config
     T, S = config.frames, config.size
-    native = read_video(video, frames=T)                       # uint8, for the mask's size
+    native = read_video(video, frames=T)                # uint8 at its own size (the mask's)
     if len(native.frames) < T:
         raise InputError(f"{video} has {len(native.frames)} frames; recovery of T={T} frames "
                          f"needs {T} (use --frames)")
-    clip = read_video(video, frames=T, size=S).frames
+    clip = np.stack([unit_frame(f, S) for f in native.frames])   # as training loads it
     if mask is not None:
         missing = recovery.load_mask(mask, T, S, native.frames.shape[1:3])
     else:

@@ -189,6 +189,15 @@ def resize_crop(frame: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(frame[top:top + size, left:left + size])
 
 
+def unit_frame(rgb: np.ndarray, size: int) -> np.ndarray:
+    """One uint8 (H, W, 3) frame as every input is loaded: divided by 255 first, then resized and
+    cropped to ``size`` x ``size`` (:func:`resize_crop`), float32 in [0, 1]."""
+    unit = rgb.astype(np.float32)
+    unit /= np.float32(255.0)
+    # clipped: an enlarging (cubic) resize can overshoot; a shrinking one cannot
+    return np.clip(resize_crop(unit, size), 0.0, 1.0)
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -225,10 +234,7 @@ class _FrameSink:
         """Append one uint8 (H, W, 3) frame; with a size, divided by 255 first, then resized and
         cropped (float32 in [0, 1]: the one input rule, see :mod:`dyntex.inputs`)."""
         if self.size is not None:
-            unit = rgb.astype(np.float32)
-            unit /= np.float32(255.0)
-            # clipped: an enlarging (cubic) resize can overshoot; a shrinking one cannot
-            rgb = np.clip(resize_crop(unit, self.size), 0.0, 1.0)
+            rgb = unit_frame(rgb, self.size)
         elif self.frames and rgb.shape != self.frames[0].shape:
             first = self.frames[0].shape
             raise InputError(f"{self.path}: frame {len(self.frames)} is {rgb.shape[1]}x{rgb.shape[0]} but "
