@@ -53,7 +53,7 @@ from dyntex.eval.runs import ConditionalRun, _ClipData, _coop_config, _run_entry
 from dyntex.eval.settings import (BASELINE_METHODS, CALIBRATION, COLUMNS, DASH, LABELS,  # noqa: F401
                                   METHODS, MIN_FRAMES, MIN_SIZE, NEURAL_METHODS, PSNR_CAP, REFERENCES, _DOC_KEYS,
                                   Report, Settings, _clean, _fmt, _write_json, parse_list)
-from dyntex.eval.tables import _label, _render, gap_curve, _summary, _to_uint8, _write_outputs, side_by_side  # noqa: F401
+from dyntex.eval.tables import _label, _render, cooperation_counts, gap_curve, _summary, _to_uint8, _write_outputs, side_by_side  # noqa: F401
 from dyntex.inputs import ClipSource, find_clips
 
 __all__ = ["BASELINE_METHODS", "LABELS", "METHODS", "MIN_FRAMES", "REFERENCES", "Report",
@@ -182,6 +182,7 @@ def run_benchmark(data_dir: str | os.PathLike, out: str | os.PathLike = "results
         "wall_seconds": wall,
         "summary": summary,
         "gap_curve": gap_curve(clip_results),
+        "cooperation": cooperation_counts(clip_results),
         "conditional": classification,
         "clips": [{k: v for k, v in c.items() if k not in ("rows", "observed")} | {
             "rows": {r: {k: v for k, v in res.items() if k != "first_sample"}

@@ -145,7 +145,8 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
     ]
     legend_md = "\n".join(legend)
     text = (f"## Benchmark: means over clips\n\n{head}\n\n{summary_md}\n\n"
-            f"## Per clip (PSNR / SSIM)\n\n{per_clip_md}\n\n{_gap_section(clip_results)}"
+            f"## Per clip (PSNR / SSIM)\n\n{per_clip_md}\n\n{_cooperation_section(clip_results)}"
+            f"{_gap_section(clip_results)}"
             f"{_classification_section(classification)}"
             f"## Legend\n\n{legend_md}\n")
 
@@ -194,6 +195,44 @@ def _gap_section(clip_results: list[dict]) -> str:
             "Means over clips of the distances of K generator samples (the benchmark's latents) "
             "and of the same after l descriptor Langevin steps; a gap that closes means the "
             f"generator has learned what the MCMC adds.\n\n{table}\n\n")
+
+
+_DIRECTION = {"spectrum": -1, "motion": -1, "color": -1, "ps_appearance": -1, "ps_dynamics": -1,
+              "diversity_ratio": 1}
+TIE = 0.05   # relative difference below which two rows tie on a clip
+
+
+def cooperation_counts(clip_results: list[dict]) -> dict[str, dict[str, list[int]]]:
+    """RQ1 per statistic: on how many clips CoopNets beats, ties (within ``TIE`` relative) or
+    loses to each network trained alone: {statistic: {"descriptor": [wins, ties, losses], ...}}."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for key, sign in _DIRECTION.items():
+        for alone in ("descriptor", "generator"):
+            counts = [0, 0, 0]
+            for c in clip_results:
+                a, b = (c["rows"].get(m) or {} for m in ("coop", alone))
+                if a.get(key) is None or b.get(key) is None:
+                    continue
+                diff = sign * (a[key] - b[key]) / max(abs(a[key]), abs(b[key]), 1e-12)
+                counts[0 if diff > TIE else 1 if diff >= -TIE else 2] += 1
+            if sum(counts):
+                out.setdefault(key, {})[alone] = counts
+    return out
+
+
+def _cooperation_section(clip_results: list[dict]) -> str:
+    counts = cooperation_counts(clip_results)
+    if not counts:
+        return ""
+    names = {k: n for k, _, _, n in COLUMNS}
+    rows = [[names[key]] + [" / ".join(map(str, by.get(alone, ()))) or DASH
+                            for alone in ("descriptor", "generator")]
+            for key, by in counts.items()]
+    table = _table(["statistic", "vs descriptor alone", "vs generator alone"], rows)
+    return ("## Cooperation vs each network alone\n\n"
+            f"Clips on which CoopNets wins / ties (within {100 * TIE:g} %) / loses against the "
+            "network trained alone, per statistic (check memorisation before reading a win of "
+            f"the generator alone: on one clip it can copy its training clip).\n\n{table}\n\n")
 
 
 def _classification_section(result: dict[str, Any] | None) -> str:

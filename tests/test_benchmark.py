@@ -428,6 +428,7 @@ def test_neural_ablation_rows_and_the_gap_curve(data_dir: Path, tmp_path: Path, 
     shift = np.abs(entries["coop+langevin"] - entries["coop"]).mean()
     assert 0 < shift < 0.05                        # the same clips, moved by l Langevin steps
     assert np.abs(entries["descriptor"] - entries["generator"]).mean() > 0.01
+
     assert rows["descriptor"]["sample_seconds"] is None and rows["generator"]["sample_seconds"] > 0
 
     monkeypatch.setattr(dyntex.trainer.Trainer, "fit", lambda *a, **k: 1 / 0)
@@ -441,6 +442,18 @@ def test_neural_ablation_rows_and_the_gap_curve(data_dir: Path, tmp_path: Path, 
         assert curve[-1]["coop+langevin"][key] == pytest.approx(rows["coop+langevin"][key])
     assert [p["step"] for p in again.results["gap_curve"]] == [1, 2, 3, 4]
     assert "generator / generator + l Langevin steps" in again.text
+
+    # RQ1 per statistic: win / tie / loss of CoopNets against each network alone, from the cache
+    third = bm.run_benchmark(data_dir, tmp_path, methods="coop,descriptor,generator", **kw)
+    got, counts = clip_entry(third, "wave")["rows"], third.results["cooperation"]
+    for key in ("spectrum", "motion", "color"):
+        for alone in ("descriptor", "generator"):
+            a, b = got["coop"][key], got[alone][key]
+            rel = (b - a) / max(a, b)                      # lower is better: > 0 means coop wins
+            want = [0, 0, 0]
+            want[0 if rel > 0.05 else 1 if rel >= -0.05 else 2] = 1
+            assert counts[key][alone] == want, (key, alone, a, b)
+    assert "## Cooperation vs each network alone" in third.text
 
     real = rows["nextwindow"]["diversity"]
     assert real > 0 and rows["nextwindow"]["diversity_ratio"] == pytest.approx(1.0)
