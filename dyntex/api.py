@@ -198,6 +198,7 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     import numpy as np
 
     from . import recovery
+    from .fileio import save_npy
     from .video import read_video, unit_frame
 
     if (mask is None) == (occlude is None):
@@ -219,7 +220,6 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
         missing = recovery.load_mask(mask, T, S, native.frames.shape[1:3])
     else:
         missing = recovery.occlusion_mask(occlude, T, S, np.random.default_rng(config.seed))
-    recovery.check_mask(missing)
     if model is None:
         data = recovery.MaskedClip(clip, missing)
         trainer = Trainer(config, run_dir=Path(out) / "run", resume=resume, progress=progress,
@@ -232,8 +232,8 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     out = Path(out)
     masked = np.where(missing[..., None], 0.0, clip).astype(np.float32)
     pixels = [to_pixels(a) for a in (clip, masked, recovered)]
-    paths = {"recovered.npy": _save_array(out / "recovered.npy", recovered),
-             "mask.npy": _save_array(out / "mask.npy", missing)}
+    paths = {"recovered.npy": save_npy(out / "recovered.npy", recovered),
+             "mask.npy": save_npy(out / "mask.npy", missing)}
     for ext in ("mp4", "gif"):
         paths[f"recovered.{ext}"] = write_video(out / f"recovered.{ext}", pixels[2], native.fps)
         paths[f"comparison.{ext}"] = write_video(
@@ -242,20 +242,6 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     if model is None:
         paths["run"] = out / "run"
     return paths
-
-
-def _save_array(path: Path, array) -> Path:
-    """``array`` as a ``.npy`` file, as it is (no value mapping), written atomically."""
-    import numpy as np
-
-    from .fileio import atomic_write
-
-    def write(p: Path) -> None:
-        with p.open("wb") as fh:
-            np.save(fh, array)
-
-    atomic_write(path, write)
-    return path
 
 
 def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:

@@ -57,3 +57,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+def save_npy(path: str | os.PathLike, array) -> Path:
+    """``array`` as a ``.npy`` file, as it is (no value mapping), written atomically."""
+    import numpy as np
+
+    def write(p: Path) -> None:
+        with p.open("wb") as fh:
+            np.save(fh, array)
+
+    atomic_write(path, write)
+    return Path(path)

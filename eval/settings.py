@@ -16,7 +16,7 @@ from threadpoolctl import threadpool_limits
 
 from dyntex.eval.baselines import hosvd
 from dyntex.config import DEFAULT_PRESET
-from dyntex.fileio import atomic_write
+from dyntex.fileio import atomic_write, save_npy
 
 NEW = "-new"                    # row key suffix: the baseline's new-sample (stationary start) row
 BASELINE_METHODS = ("lds", "lds-new", "hosvd", "hosvd-new", "fftlds", "fftlds-new")
@@ -132,12 +132,7 @@ def _write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
 
 
-def _write_npy(path: Path, arr: np.ndarray) -> None:
-    def write(p: Path) -> None:
-        with p.open("wb") as fh:
-            np.save(fh, arr)
-
-    atomic_write(path, write)
+_write_npy = save_npy
 
 
 def _json_default(o: Any) -> Any:
