@@ -44,7 +44,8 @@ class ClipSource:
     notes: list[str] = field(default_factory=list)
 
     def identity(self) -> str:
-        """A digest of the source's name, size and modification time (changes when it does)."""
+        """A digest of the source's name and its files' names and contents: the same clip copied
+        elsewhere (new path, new modification times) keeps it; any change to a byte changes it."""
         if self.path is None:
             return "none"
         if self.path.is_dir():
@@ -52,8 +53,13 @@ class ClipSource:
                            key=natural_key)
         else:
             files = [self.path]
-        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-        return hashlib.sha256(json.dumps([self.path.name, stats]).encode()).hexdigest()[:16]
+        digest = hashlib.sha256(self.path.name.encode())
+        for p in files:
+            digest.update(f"\0{p.name}\0{p.stat().st_size}\0".encode())
+            with open(p, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        return digest.hexdigest()[:16]
 
 
 MASK_REASON = "a mask video (its name contains 'mask')"

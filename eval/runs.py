@@ -32,7 +32,7 @@ class _ClipData:
 
     def __init__(self, src: ClipSource, st: Settings, cache: Path):
         self.src, self.st = src, st
-        self.key = _digest({"v": CACHE_VERSION, "source": src.identity(), "path": str(src.path),
+        self.key = _digest({"v": CACHE_VERSION, "source": src.identity(),
                             "T": st.frames, "S": st.size, "memo": st.memo})
         self.dir = cache / src.name / f"clip-{self.key}"
         self._meta: dict[str, Any] | None = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -270,6 +272,31 @@ def test_rerun_uses_the_cache(data_dir: Path, tmp_path: Path, monkeypatch) -> No
     rgb = bm.run_benchmark(data_dir, tmp_path, **{**kw, "clips": "wave", "rgb": True})
     assert sorted(calls) == ["hosvd", "lds"] and clip_entry(rgb, "wave")["rows"]["lds"]["cached"]
     assert clip_entry(rgb, "wave")["rows"]["lds"]["psnr"] != clip_entry(first, "wave")["rows"]["lds"]["psnr"]
+
+
+def test_cache_follows_the_clip_content_not_its_path(data_dir: Path, tmp_path: Path,
+                                                     monkeypatch) -> None:
+    """A copy of the data folder (new path, new modification times) reuses the cache; a clip
+    whose bytes changed is refitted."""
+    kw = dict(methods="lds", clips="wave,frames", **FAST)
+    bm.run_benchmark(data_dir, tmp_path, **kw)
+    copy = tmp_path / "copied"
+    shutil.copytree(data_dir, copy)                    # copytree keeps mtimes: move them on
+    for p in copy.rglob("*"):
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    calls = []
+
+    def counting(name: str) -> Baseline:
+        b = BASELINES[name]
+        return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
+
+    monkeypatch.setattr(runs, "BASELINES", {n: counting(n) for n in BASELINES})
+    again = bm.run_benchmark(copy, tmp_path, **kw)
+    assert calls == [] and all(clip_entry(again, n)["rows"]["lds"]["cached"] for n in ("wave", "frames"))
+    write_video(copy / "wave.mp4", waves(30, seed=9), 25)
+    changed = bm.run_benchmark(copy, tmp_path, **kw)
+    assert calls == ["lds"] and not clip_entry(changed, "wave")["rows"]["lds"]["cached"]
+    assert clip_entry(changed, "frames")["rows"]["lds"]["cached"]
 
 
 def test_new_sample_rows(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
