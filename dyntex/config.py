@@ -49,6 +49,9 @@ class Config:
     ref_sigma: float = 0.016    # s: std of the Gaussian reference distribution
     ref_mean: str = "zero"      # its mean: "zero" (paper), "channel" (the observed colour mean)
                                 # or "frame" (the observed mean frame)
+    persistent: int = 0         # persistent descriptor chains (started at the reference mean,
+                                # l steps per iteration) joined to the revised generator samples
+                                # as the descriptor's synthesized clips (0: Algorithm 1 as published)
     # -- optional latent inference on the generator posterior (Alg. 1 step G1) -----------------
     infer_steps: int = 0        # l' (0: off, as in the authors' code)
     infer_step_size: float = 0.003
@@ -117,7 +120,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
 _NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries", "layout_channels",
-                 "motion_channels"}
+                 "motion_channels", "persistent"}
 _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
@@ -192,6 +195,9 @@ def _check_shapes(cfg: Config) -> None:
         if any(not n or n != n.strip() for n in names) or len(set(names)) != len(names):
             raise ConfigError(f"setting 'labels' must be distinct, non-empty class names "
                               f"separated by commas, got {cfg.labels!r}")
+        if cfg.persistent:
+            raise ConfigError("persistent chains are not available for a class-conditional model "
+                              "(set persistent to 0)")
     if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
         raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
                           f"{MOTION_MIN_FRAMES}; "

@@ -45,6 +45,9 @@ class CoopNets(nn.Module):
         # (one per class for a conditional model)
         self.register_buffer("ref_mean", torch.zeros(max(1, len(self.labels)), 3, 1,
                                                      config.size, config.size))
+        # the persistent descriptor chains (config.persistent; kept in checkpoints)
+        self.register_buffer("chain_states", torch.zeros(config.persistent, 3, config.frames,
+                                                         config.size, config.size))
         # exponential moving average of the generator's weights, used for synthesis (config.ema)
         self.generator_ema: Generator | None = None
         if config.ema > 0:
@@ -96,6 +99,7 @@ class CoopNets(nn.Module):
             if mode == "channel" else frames
         self.ref_mean.copy_(mu[:, :, None].expand_as(self.ref_mean) if mode != "zero"
                             else torch.zeros_like(self.ref_mean))
+        self.chain_states.copy_(self.ref_mean[:1].expand_as(self.chain_states))
         for gen in (self.generator, self.generator_ema):
             if gen is not None and gen.frame_bias is not None:
                 gen.frame_bias.init_from(mean_frame)
@@ -264,6 +268,13 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
 
     # Step D1: Y~_i = l Langevin steps on p(Y; theta) from Y^_i (Eq. 8); input gradients only.
     y_rev = model.revise(y_gen.detach(), generator=generator, labels=chain_labels)
+    # Persistent chains (config.persistent): l more steps of Eq. 8 from where they stopped; the
+    # descriptor's synthesized clips are then these and the revised generator samples.
+    if cfg.persistent:
+        model.chain_states.copy_(model.revise(model.chain_states, generator=generator))
+        negatives = torch.cat([y_rev, model.chain_states])
+    else:
+        negatives = y_rev
 
     # Step G1 (optional, off by default): X_i <- Langevin on p(X | Y~_i; alpha) (Eq. 16).
     if cfg.infer_steps:
@@ -277,7 +288,7 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
     def descriptor_gradient() -> tuple[Tensor, Tensor, Tensor]:
         # Step D2: gradient of  mean_i f(Y~_i) - mean_j f(Y_j)  (ascent on the log-likelihood,
         # Eq. 9). The descriptor has no batch-dependent layers, so one forward over both sets is exact.
-        energies = model.energy(both)(torch.cat([observed, y_rev]))
+        energies = model.energy(both)(torch.cat([observed, negatives]))
         e_obs, e_rev = energies[: observed.shape[0]], energies[observed.shape[0]:]
         des_loss = e_rev.mean() - e_obs.mean()
         (des_loss * scale).backward()

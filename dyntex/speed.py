@@ -148,8 +148,11 @@ def iteration_flops(config) -> dict[str, int]:
     with torch.device("meta"):
         model = CoopNets(config)
         z = torch.empty(config.chains, *model.generator.latent_shape())
-        clips = torch.empty(config.chains, 3, config.frames, config.size, config.size)
-        both = torch.empty(config.batch + config.chains, 3, config.frames, config.size, config.size)
+        # the Langevin chains: the generator's samples and any persistent chains
+        clips = torch.empty(config.chains + config.persistent, 3, config.frames, config.size,
+                            config.size)
+        both = torch.empty(config.batch + config.chains + config.persistent, 3, config.frames,
+                           config.size, config.size)
         des_c, des_b = _layer_flops(model.descriptor, clips), _layer_flops(model.descriptor, both)
         gen = _layer_flops(model.generator, z)
     steps = config.langevin_steps

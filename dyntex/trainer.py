@@ -73,6 +73,8 @@ def _load_weights(model: CoopNets, state: dict[str, Any], path: Path) -> None:
         model.generator.load_state_dict(state["generator"])
         if "ref_mean" in state:  # checkpoints before the data-centred reference have none (zero)
             model.ref_mean.copy_(state["ref_mean"])
+        if "chain_states" in state:   # persistent chains (absent: they restart at mu)
+            model.chain_states.copy_(state["chain_states"])
         if model.generator_ema is not None:
             model.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
     except (RuntimeError, KeyError) as exc:
@@ -308,6 +310,8 @@ class Trainer:
             "descriptor": self.model.descriptor.state_dict(),
             "generator": self.model.generator.state_dict(),
             "ref_mean": self.model.ref_mean.detach().cpu().clone(),
+            **({"chain_states": self.model.chain_states.detach().cpu().clone()}
+               if self.config.persistent else {}),
             **({"generator_ema": self.model.generator_ema.state_dict()}
                if self.model.generator_ema is not None else {}),
             "optimizers": self.opts.state_dict(),

@@ -151,7 +151,7 @@ def _coop_config(st: Settings, frames: int):
 
 # Config settings added after results were cached: at these values they leave cache keys as
 # they were (a new setting at its default changes no result).
-_ADDED_SETTINGS = {"labels": ""}
+_ADDED_SETTINGS = {"labels": "", "persistent": 0}
 
 
 def _config_key(cfg) -> dict[str, Any]:
@@ -296,7 +296,7 @@ class ConditionalRun:
             if len(self.clips) >= 2 else None
         self.key = _digest({"v": CACHE_VERSION, "coop_version": COOP_VERSION, "seed": st.seed,
                             "clips": [c.key for c in self.clips],
-                            "config": None if self.config is None else self.config.to_dict()})
+                            "config": None if self.config is None else _config_key(self.config)})
         self.dir = cache / "_conditional" / self.key
         self._model = None
         self.fit_seconds: float | None = None

@@ -41,10 +41,17 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
     y_gen = gen(z)
     # D1 (Eq. 8): Y <- Y + d^2/2 (df/dY - (Y - mu)/s^2) + d U, l times from Y^
     d, s = cfg.step_size, cfg.ref_sigma
-    y = y_gen.detach()
-    for _ in range(cfg.langevin_steps):
-        y = y + d ** 2 / 2 * (_input_grad(des, y) - (y - model.ref_mean) / s ** 2)
-        y = y + d * torch.randn(y.shape, generator=g)
+
+    def eq8(y):
+        for _ in range(cfg.langevin_steps):
+            y = y + d ** 2 / 2 * (_input_grad(des, y) - (y - model.ref_mean) / s ** 2)
+            y = y + d * torch.randn(y.shape, generator=g)
+        return y
+
+    y = eq8(y_gen.detach())
+    # persistent chains: l more steps of Eq. 8 from their last state, synthesized clips too
+    chains = eq8(model.chain_states.clone()) if cfg.persistent else y[:0]
+    model.chain_states.copy_(chains)
     # G1 (Eq. 16): X <- X + d'^2/2 (-X + (dg/dX)^T (Y~ - g(X)) / sigma^2) + d' U
     d1, sigma = cfg.infer_step_size, cfg.gen_sigma
     for _ in range(cfg.infer_steps):
@@ -53,7 +60,7 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
         z = z + d1 * torch.randn(z.shape, generator=g)
     y_fit = gen(z) if cfg.infer_steps else y_gen
     # D2 (Eq. 9): descend mean f(Y~) - mean f(Y) (each set through the descriptor on its own)
-    des_loss = des(y).mean() - des(observed).mean()
+    des_loss = des(torch.cat([y, chains])).mean() - des(observed).mean()
     d_grads = torch.autograd.grad(des_loss, list(des.parameters()))
     # G2 (Eq. 17): descend mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)
     gen_loss = sum(((y[i] - y_fit[i]) ** 2).sum() for i in range(cfg.chains)) / cfg.chains \
@@ -74,7 +81,8 @@ MULTISCALE = dict(arch="multiscale", layout_channels=2, frame_bias="mean", motio
 
 @pytest.mark.parametrize("arch,frames,size,infer_steps,extra", [
     ("fast", 8, 16, 0, {}), ("fast", 8, 16, 2, {}), ("paper", 28, 16, 0, {}),
-    ("multiscale", 16, 16, 0, MULTISCALE), ("multiscale", 16, 16, 2, MULTISCALE)])
+    ("multiscale", 16, 16, 0, MULTISCALE), ("multiscale", 16, 16, 2, MULTISCALE),
+    ("multiscale", 16, 16, 0, {**MULTISCALE, "persistent": 2})])
 def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
     """train_step (fast formulations, steps inside the backward pass) against the written-out
     iteration: both losses and every network's update (SGD, so the update is the gradient)."""
@@ -97,6 +105,9 @@ def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
     assert stats["des_loss"] == pytest.approx(des_loss, rel=1e-4, abs=1e-6)
     assert stats["gen_loss"] == pytest.approx(gen_loss, rel=1e-4)
     assert stats["langevin_rms"] > 0
+    if model.config.persistent:     # the chains moved from mu, and as written out
+        assert (model.chain_states - model.ref_mean).abs().max() > 1e-4
+        assert _rel(model.chain_states, ref.chain_states) < 1e-4
     for net, ref_net in ((model.descriptor, ref.descriptor), (model.generator, ref.generator)):
         start = dict(zip((id(p) for p in model.parameters()), before))
         moved = torch.cat([(p.detach() - start[id(p)]).flatten() for p in net.parameters()])
