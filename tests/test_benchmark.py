@@ -250,16 +250,22 @@ def test_side_by_side_layout() -> None:
 # --------------------------------------------------------------------------- cache
 
 
-def test_rerun_uses_the_cache(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    kw = dict(methods="lds,hosvd", clips="wave,short", **FAST)
-    first = bm.run_benchmark(data_dir, tmp_path, **kw)
-    calls = []
+def _count_fits(monkeypatch) -> list[str]:
+    """Patch every baseline to record its name each time it is fitted; returns the record."""
+    calls: list[str] = []
 
     def counting(name: str) -> Baseline:
         b = BASELINES[name]
         return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
 
     monkeypatch.setattr(runs, "BASELINES", {n: counting(n) for n in BASELINES})
+    return calls
+
+
+def test_rerun_uses_the_cache(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    kw = dict(methods="lds,hosvd", clips="wave,short", **FAST)
+    first = bm.run_benchmark(data_dir, tmp_path, **kw)
+    calls = _count_fits(monkeypatch)
     second = bm.run_benchmark(data_dir, tmp_path, **kw)
     assert calls == []
     for name in ("wave", "short"):
@@ -284,13 +290,7 @@ def test_cache_follows_the_clip_content_not_its_path(data_dir: Path, tmp_path: P
     shutil.copytree(data_dir, copy)                    # copytree keeps mtimes: move them on
     for p in copy.rglob("*"):
         os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
-    calls = []
-
-    def counting(name: str) -> Baseline:
-        b = BASELINES[name]
-        return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
-
-    monkeypatch.setattr(runs, "BASELINES", {n: counting(n) for n in BASELINES})
+    calls = _count_fits(monkeypatch)
     again = bm.run_benchmark(copy, tmp_path, **kw)
     assert calls == [] and all(clip_entry(again, n)["rows"]["lds"]["cached"] for n in ("wave", "frames"))
     write_video(copy / "wave.mp4", waves(30, seed=9), 25)
@@ -303,13 +303,7 @@ def test_new_sample_rows(data_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """lds-new etc.: the same fit, rollouts from a stationary draw; own rows, labels, cache."""
     kw = dict(clips="wave", **FAST)
     cont = bm.run_benchmark(data_dir, tmp_path, methods="lds,hosvd", **kw)
-    calls = []
-
-    def counting(name: str) -> Baseline:
-        b = BASELINES[name]
-        return b._replace(fit=lambda *a, **k: (calls.append(name), b.fit(*a, **k))[1])
-
-    monkeypatch.setattr(runs, "BASELINES", {n: counting(n) for n in BASELINES})
+    calls = _count_fits(monkeypatch)
     both = bm.run_benchmark(data_dir, tmp_path, methods="lds,lds-new,hosvd,hosvd-new,fftlds-new",
                             **kw)
     assert sorted(calls) == ["fftlds", "hosvd", "lds"]              # continuations were cached
