@@ -41,6 +41,7 @@ class Config:
                                 # starting at the observed mean frame
     motion_channels: int = 0    # multiscale: width of the descriptor's branch on temporal
                                 # differences at its finest scale, doubled per scale (0: off)
+    noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
     labels: str = ""            # class names, comma-separated: one class-conditional model
                                 # over several textures (multiscale; "" : unconditional)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
@@ -149,6 +150,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'beta1' must be in [0, 1), got {value}")
     if key == "ema" and not 0 <= value < 1:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
+    if key == "noise_weight" and not 0 <= value <= 10:
+        raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
@@ -187,6 +190,9 @@ def _check_shapes(cfg: Config) -> None:
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
+    if cfg.noise_weight != 0.2 and cfg.arch != "multiscale":
+        raise ConfigError(f"setting 'noise_weight' needs arch 'multiscale' (got arch '{cfg.arch}': "
+                          f"its generator has no noise maps; use the standard preset)")
     if cfg.labels:
         names = class_names(cfg)
         if cfg.arch != "multiscale":

@@ -34,7 +34,8 @@ class CoopNets(nn.Module):
         if config.arch == "multiscale":
             w = config.motion_channels
             options = {"layout_channels": config.layout_channels,
-                       "motion_channels": (w, 2 * w, 4 * w) if w else None}
+                       "motion_channels": (w, 2 * w, 4 * w) if w else None,
+                       "noise_weight": config.noise_weight}
         self.labels = class_names(config)       # class names of a conditional model, or []
         self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,
                                                      config.latent_channels,

@@ -29,11 +29,13 @@ def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
 class GeneratorStage(nn.Module):
     """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU."""
 
-    def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool):
+    def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool,
+                 noise_weight: float = 0.2):
         super().__init__()
         self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
         self.conv = nn.Conv3d(c_in, c_out, 3, padding=1)
-        self.noise_weight = nn.Parameter(torch.full((1, c_out, 1, 1, 1), 0.2)) if noise else None
+        self.noise_weight = (nn.Parameter(torch.full((1, c_out, 1, 1, 1), float(noise_weight)))
+                             if noise else None)
         self.post = nn.Sequential(_batchnorm(c_out), nn.ReLU())
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
@@ -170,17 +172,19 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
-                     classes: int = 0) -> tuple[Descriptor, Generator]:
+                     classes: int = 0, noise_weight: float = 0.2) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
-    generator's factors; one energy output per class on the descriptor's heads)."""
+    generator's factors; one energy output per class on the descriptor's heads).
+    ``noise_weight``: the starting weight of the per-pixel noise maps (learned, but at the
+    generator's rate they move little within a run: docs/quality.md)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
     stages = [GeneratorStage(latent_channels + layout_channels + embed, g0, upsample=False,
                              noise=False),
-              GeneratorStage(g0, g1, upsample=True, noise=noise),
-              GeneratorStage(g1, g2, upsample=True, noise=noise)]
+              GeneratorStage(g0, g1, upsample=True, noise=noise, noise_weight=noise_weight),
+              GeneratorStage(g1, g2, upsample=True, noise=noise, noise_weight=noise_weight)]
     # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
     # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
     # (a resize-convolution head, bilinear x2 then conv 3^3, has no grid either but was blurrier

@@ -56,6 +56,30 @@ def test_noise_maps_change_detail_not_the_coarse_clip():
     assert 0 < (y - y_noise).abs().mean() < (y - y_factors).abs().mean()
 
 
+def test_noise_weight_setting_starts_the_noise_maps_and_scales_their_detail():
+    """config noise_weight is every noise map's starting weight; a larger one makes two noise
+    draws with the same factors differ more (before BatchNorm renormalises, the noise's share of
+    each stage's output grows); 0.2 (the default) keeps the built networks as before."""
+    outs = {}
+    for w in (0.2, 1.0):
+        torch.manual_seed(0)
+        model = CoopNets(_small(noise_weight=w))
+        weights = [s.noise_weight for s in model.generator.stages if s.noise_weight is not None]
+        assert weights and all(torch.all(x == w) for x in weights)
+        z = torch.randn(4, *model.generator.latent_shape())
+        other = z.clone()
+        other[:, 4:] = torch.randn_like(z[:, 4:])
+        with torch.no_grad():
+            outs[w] = (model.generator(z) - model.generator(other)).abs().mean()
+    assert outs[1.0] > 1.5 * outs[0.2]
+    torch.manual_seed(0)
+    default = CoopNets(_small())
+    torch.manual_seed(0)
+    same = CoopNets(_small(noise_weight=0.2))
+    for (k, a), b in zip(default.state_dict().items(), same.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_motion_branch_sees_only_temporal_differences():
     """The motion term of f is unchanged by a static image added to every frame and changed by
     reordering the frames; the appearance trunk sees both."""
@@ -138,6 +162,10 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
     ({"arch": "fast"}, "needs arch 'multiscale'"),
     ({"frames": 8}, "needs frames >= 12"),
     ({"size": 60}, "multiple of 8"),
+    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_weight": 0.5},
+     "'noise_weight' needs arch 'multiscale'"),
+    ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
+    ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
