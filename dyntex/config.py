@@ -190,7 +190,7 @@ def _check_shapes(cfg: Config) -> None:
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
-    if cfg.noise_weight != 0.2 and cfg.arch != "multiscale":
+    if cfg.noise_weight != Config.noise_weight and cfg.arch != "multiscale":
         raise ConfigError(f"setting 'noise_weight' needs arch 'multiscale' (got arch '{cfg.arch}': "
                           f"its generator has no noise maps; use the standard preset)")
     if cfg.labels:

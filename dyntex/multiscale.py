@@ -26,11 +26,14 @@ def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
     return x.reshape(b, c, t * r, h * r, w * r)
 
 
+NOISE_WEIGHT = 0.2         # the noise maps' starting weight unless config noise_weight says
+
+
 class GeneratorStage(nn.Module):
     """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU."""
 
     def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool,
-                 noise_weight: float = 0.2):
+                 noise_weight: float = NOISE_WEIGHT):
         super().__init__()
         self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
         self.conv = nn.Conv3d(c_in, c_out, 3, padding=1)
@@ -172,7 +175,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
-                     classes: int = 0, noise_weight: float = 0.2) -> tuple[Descriptor, Generator]:
+                     classes: int = 0, noise_weight: float = NOISE_WEIGHT
+                     ) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
