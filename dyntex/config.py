@@ -57,9 +57,6 @@ class Config:
     infer_steps: int = 0        # l' (0: off, as in the authors' code)
     infer_step_size: float = 0.003
     gen_sigma: float = 1.0      # sigma of the generator's residual epsilon
-    data_steps: int = 0         # > 0: the generator also regresses onto the observed clips from
-                                # persistent latents, this many Langevin steps of Eq. 16 per
-                                # iteration (alternating back-propagation; 0: Algorithm 1 as published)
     # -- optimisation --------------------------------------------------------------------------
     iters: int = 300
     chains: int = 2             # m: synthesized clips per iteration
@@ -124,7 +121,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
 _NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries", "layout_channels",
-                 "motion_channels", "persistent", "data_steps"}
+                 "motion_channels", "persistent"}
 _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
@@ -207,9 +204,6 @@ def _check_shapes(cfg: Config) -> None:
         if cfg.persistent:
             raise ConfigError("persistent chains are not available for a class-conditional model "
                               "(set persistent to 0)")
-        if cfg.data_steps:
-            raise ConfigError("the generator's data term is not available for a class-conditional "
-                              "model (set data_steps to 0)")
     if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
         raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
                           f"{MOTION_MIN_FRAMES}; "

@@ -49,10 +49,6 @@ class CoopNets(nn.Module):
         # the persistent descriptor chains (config.persistent; kept in checkpoints)
         self.register_buffer("chain_states", torch.zeros(config.persistent, 3, config.frames,
                                                          config.size, config.size))
-        # the observed clips' persistent latents for the generator's data term (config.data_steps;
-        # kept in checkpoints)
-        self.register_buffer("data_latents", torch.zeros(config.batch if config.data_steps else 0,
-                                                         *self.generator.latent_shape()))
         # exponential moving average of the generator's weights, used for synthesis (config.ema)
         self.generator_ema: Generator | None = None
         if config.ema > 0:
@@ -303,17 +299,6 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
         # Step G2: gradient of  mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)  (Eq. 17): regress g(X)
         # onto the revised clips.
         gen_loss = (y_rev - y_gen_fit).pow(2).flatten(1).sum(1).mean() / (2 * cfg.gen_sigma ** 2)
-        if cfg.data_steps:
-            # Data term (config.data_steps): the observed clips' persistent latents take Langevin
-            # steps on p(X | Y; alpha) (Eq. 16), then g regresses onto the observed clips too, as
-            # the generator trained alone does (alternating back-propagation, Han et al. 2017).
-            z_obs = model.data_latents
-            if not z_obs.any():            # not drawn yet: start from the prior, X ~ N(0, I)
-                z_obs.copy_(model.draw_latents(z_obs.shape[0], generator=generator))
-            z_obs.copy_(infer_latent(model.render, z_obs, observed, cfg.data_steps,
-                                     cfg.infer_step_size, cfg.gen_sigma, generator))
-            gen_loss = gen_loss + (observed - model.render(z_obs)).pow(2).flatten(1).sum(1).mean() \
-                / (2 * cfg.gen_sigma ** 2)
         (gen_loss * scale).backward()
         return gen_loss
 

@@ -75,8 +75,6 @@ def _load_weights(model: CoopNets, state: dict[str, Any], path: Path) -> None:
             model.ref_mean.copy_(state["ref_mean"])
         if "chain_states" in state:   # persistent chains (absent: they restart at mu)
             model.chain_states.copy_(state["chain_states"])
-        if "data_latents" in state:   # the data term's latents (absent: drawn afresh)
-            model.data_latents.copy_(state["data_latents"])
         if model.generator_ema is not None:
             model.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
     except (RuntimeError, KeyError) as exc:
@@ -314,8 +312,6 @@ class Trainer:
             "ref_mean": self.model.ref_mean.detach().cpu().clone(),
             **({"chain_states": self.model.chain_states.detach().cpu().clone()}
                if self.config.persistent else {}),
-            **({"data_latents": self.model.data_latents.detach().cpu().clone()}
-               if self.config.data_steps else {}),
             **({"generator_ema": self.model.generator_ema.state_dict()}
                if self.model.generator_ema is not None else {}),
             "optimizers": self.opts.state_dict(),

@@ -138,8 +138,6 @@ def test_conditional_networks_need_labels_and_the_multiscale_arch() -> None:
         make_config("standard", **SMALL, labels="a,a")
     with pytest.raises(ConfigError, match="persistent chains are not available"):
         make_config("standard", **SMALL, labels="a,b", persistent=2)
-    with pytest.raises(ConfigError, match="data term is not available"):
-        make_config("standard", **SMALL, labels="a,b", data_steps=2)
     # the class changes the rendering of the same latents (embedding and per-class frame bias)
     g = torch.Generator().manual_seed(0)
     z = model.draw_latents(2, generator=g)
