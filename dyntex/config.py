@@ -101,9 +101,11 @@ MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal
 PRESETS: dict[str, dict[str, Any]] = {
     # Stationary multi-scale networks (multiscale.build_multiscale) with a learned layout map and
     # frame bias, a descriptor that also sees temporal differences, and the reference
-    # distribution centred on the observed mean frame.
+    # distribution centred on the observed mean frame; the generator's noise maps start at 0.6
+    # (more moving fine detail: docs/quality.md, third round).
     "standard": {"arch": "multiscale", "layout_channels": 8, "frame_bias": "mean",
-                 "motion_channels": 16, "ref_mean": "frame", "lr_des": 5e-4},
+                 "motion_channels": 16, "ref_mean": "frame", "lr_des": 5e-4,
+                 "noise_weight": 0.6},
     "fast": {},
     "paper": {
         "arch": "paper", "frames": 64, "size": 128, "window": "first", "latent_channels": 5,

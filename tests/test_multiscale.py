@@ -59,7 +59,7 @@ def test_noise_maps_change_detail_not_the_coarse_clip():
 def test_noise_weight_setting_starts_the_noise_maps_and_scales_their_detail():
     """config noise_weight is every noise map's starting weight; a larger one makes two noise
     draws with the same factors differ more (before BatchNorm renormalises, the noise's share of
-    each stage's output grows); 0.2 (the default) keeps the built networks as before."""
+    each stage's output grows); the standard preset starts them at 0.6."""
     outs = {}
     for w in (0.2, 1.0):
         torch.manual_seed(0)
@@ -74,8 +74,9 @@ def test_noise_weight_setting_starts_the_noise_maps_and_scales_their_detail():
     assert outs[1.0] > 1.5 * outs[0.2]
     torch.manual_seed(0)
     default = CoopNets(_small())
+    assert default.config.noise_weight == 0.6
     torch.manual_seed(0)
-    same = CoopNets(_small(noise_weight=0.2))
+    same = CoopNets(_small(noise_weight=0.6))
     for (k, a), b in zip(default.state_dict().items(), same.state_dict().values()):
         assert torch.equal(a, b), k
 
