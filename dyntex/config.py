@@ -42,6 +42,7 @@ class Config:
     motion_channels: int = 0    # multiscale: width of the descriptor's branch on temporal
                                 # differences at its finest scale, doubled per scale (0: off)
     noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
+                                # (the standard preset sets 0.6)
     labels: str = ""            # class names, comma-separated: one class-conditional model
                                 # over several textures (multiscale; "" : unconditional)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
