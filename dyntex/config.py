@@ -103,7 +103,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Stationary multi-scale networks (multiscale.build_multiscale) with a learned layout map and
     # frame bias, a descriptor that also sees temporal differences, and the reference
     # distribution centred on the observed mean frame; the generator's noise maps start at 0.6
-    # (more moving fine detail: docs/quality.md, third round).
+    # (more moving fine detail on all nine shared clips: docs/quality.md, third and fourth rounds).
     "standard": {"arch": "multiscale", "layout_channels": 8, "frame_bias": "mean",
                  "motion_channels": 16, "ref_mean": "frame", "lr_des": 5e-4,
                  "noise_weight": 0.6},
