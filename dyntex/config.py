@@ -43,6 +43,8 @@ class Config:
                                 # differences at its finest scale, doubled per scale (0: off)
     noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
                                 # (the standard preset sets 0.6)
+    fine_channels: int = 0      # multiscale: width of a full-resolution stage in both networks
+                                # (generator: with its own noise map; 0: off)
     labels: str = ""            # class names, comma-separated: one class-conditional model
                                 # over several textures (multiscale; "" : unconditional)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
@@ -91,7 +93,7 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels", "labels")
+              "motion_channels", "fine_channels", "labels")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -124,7 +126,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
 _NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries", "layout_channels",
-                 "motion_channels", "persistent"}
+                 "motion_channels", "persistent", "fine_channels"}
 _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
@@ -189,7 +191,7 @@ def _check_shapes(cfg: Config) -> None:
     from .nets import check_shape  # shape rules live with the networks
 
     check_shape(cfg.arch, cfg.frames, cfg.size)
-    for key in ("layout_channels", "motion_channels"):
+    for key in ("layout_channels", "motion_channels", "fine_channels"):
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")

@@ -9,6 +9,8 @@ are stretched to another size; the last makes descriptor Langevin at another siz
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -17,26 +19,32 @@ from .nets import (Descriptor, FrameBias, Generator, _batchnorm, _init_normal, c
                    stretch_map)
 
 
-def depth_to_space3d(x: torch.Tensor, r: int) -> torch.Tensor:
-    """(B, C r^3, t, h, w) -> (B, C, r t, r h, r w): each cell's r^3 channels become an r x r x r
-    block (the 3-D pixel shuffle)."""
+def depth_to_space3d(x: torch.Tensor, r: int | tuple[int, int, int]) -> torch.Tensor:
+    """(B, C rt rh rw, t, h, w) -> (B, C, rt t, rh h, rw w): each cell's rt rh rw channels become
+    an rt x rh x rw block (the 3-D pixel shuffle; an int r is r x r x r)."""
+    rt, rh, rw = (r, r, r) if isinstance(r, int) else r
     b, c, t, h, w = x.shape
-    c //= r ** 3
-    x = x.reshape(b, c, r, r, r, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    return x.reshape(b, c, t * r, h * r, w * r)
+    c //= rt * rh * rw
+    x = x.reshape(b, c, rt, rh, rw, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, c, t * rt, h * rh, w * rw)
 
 
 NOISE_WEIGHT = 0.2         # the noise maps' starting weight unless config noise_weight says
 
 
 class GeneratorStage(nn.Module):
-    """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU."""
+    """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU.
+
+    ``grid``: the stage's resolution as (time, height, width) multiples of the coarse latent grid
+    (what its noise map is unpacked to); ``conv``: replaces [upsample] + conv 3^3."""
 
     def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool,
-                 noise_weight: float = NOISE_WEIGHT):
+                 noise_weight: float = NOISE_WEIGHT, grid: tuple[int, int, int] = (1, 1, 1),
+                 conv: nn.Module | None = None):
         super().__init__()
-        self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
-        self.conv = nn.Conv3d(c_in, c_out, 3, padding=1)
+        self.grid = grid
+        self.up = Upsample((2, 2, 2)) if upsample and conv is None else nn.Identity()
+        self.conv = conv if conv is not None else nn.Conv3d(c_in, c_out, 3, padding=1)
         self.noise_weight = (nn.Parameter(torch.full((1, c_out, 1, 1, 1), float(noise_weight)))
                              if noise else None)
         self.post = nn.Sequential(_batchnorm(c_out), nn.ReLU())
@@ -51,9 +59,10 @@ class GeneratorStage(nn.Module):
 class FieldGenerator(Generator):
     """A generator whose latent X is a spatio-temporal field, with per-pixel noise at finer scales.
 
-    X is (C + sum_i 8^i, t, S/8, S/8): C channels of coarse latent factors, then, for each stage i
-    that takes noise, one noise map at that stage's resolution (2^i times finer in time and space)
-    packed into 8^i channels of the coarse grid (:func:`depth_to_space3d` unpacks it). As in
+    X is (C + sum_i n_i, t, S/8, S/8): C channels of coarse latent factors, then, for each stage i
+    that takes noise, one noise map at that stage's resolution (``stage.grid`` times finer in
+    time, height and width) packed into n_i = the grid's product channels of the coarse grid
+    (:func:`depth_to_space3d` unpacks it). As in
     StyleGAN, each noise map is added to its stage's convolution output with a learned weight
     per channel: the fine detail gets its own randomness. ``layout`` (optional, learned) is a
     (channels, 1, S/8, S/8) map joined to the coarse factors at every latent frame: what the clip
@@ -65,7 +74,7 @@ class FieldGenerator(Generator):
                  margin: int, frames: int, size: int, layout_channels: int, classes: int = 0,
                  embed_channels: int = 0):
         self.noise_levels = [i for i, st in enumerate(stages) if st.noise_weight is not None]
-        packed = latent_channels + sum(8 ** i for i in self.noise_levels)
+        packed = latent_channels + sum(math.prod(stages[i].grid) for i in self.noise_levels)
         super().__init__(head, packed, scale=4, offset=0, margin=margin, frames=frames)
         self.factors = latent_channels
         self.stages = nn.ModuleList(stages)
@@ -92,8 +101,9 @@ class FieldGenerator(Generator):
         x, packed = z[:, :self.factors], z[:, self.factors:]
         noise, c = {}, 0
         for i in self.noise_levels:
-            noise[i] = depth_to_space3d(packed[:, c:c + 8 ** i], 2 ** i)
-            c += 8 ** i
+            n = math.prod(self.stages[i].grid)
+            noise[i] = depth_to_space3d(packed[:, c:c + n], self.stages[i].grid)
+            c += n
         if self.layout is not None:
             layout = stretch_map(self.layout, x.shape[-2:])
             x = torch.cat([x, layout.expand(x.shape[0], -1, x.shape[2], -1, -1)], 1)
@@ -122,12 +132,16 @@ class MultiScaleDescriptor(Descriptor):
     """
 
     def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None,
-                 motion: tuple[list[nn.Module], list[nn.Module]] | None = None, classes: int = 0):
+                 motion: tuple[list[nn.Module], list[nn.Module]] | None = None, classes: int = 0,
+                 fine: tuple[nn.Module, nn.Module] | None = None):
         nn.Module.__init__(self)
         self.trunk, self.heads, self.fc = nn.ModuleList(trunk), nn.ModuleList(heads), fc
         self.motion_trunk = nn.ModuleList(motion[0]) if motion else None
         self.motion_heads = nn.ModuleList(motion[1]) if motion else None
         self.classes = classes
+        # optional full-resolution scale (stride 1): pixel-level statistics the strided trunk
+        # sees only through its first stride-2 layer (which can miss a 2-pixel pattern)
+        self.fine_layer, self.fine_head = fine if fine else (None, None)
 
     def _pyramid(self, h: torch.Tensor, trunk: nn.ModuleList, heads: nn.ModuleList) -> tuple:
         f = h.new_zeros(h.shape[0], max(1, self.classes))
@@ -144,6 +158,8 @@ class MultiScaleDescriptor(Descriptor):
             f = f + self.fc(h).reshape(h.shape[0], f.shape[1], -1).sum(2)
         if self.motion_trunk is not None:
             f = f + self._pyramid(y[:, :, 1:] - y[:, :, :-1], self.motion_trunk, self.motion_heads)[0]
+        if self.fine_layer is not None:
+            f = f + self.fine_head(self.fine_layer(y)).flatten(2).sum(2)
         return f
 
     def forward(self, y: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,25 +191,40 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      layout_channels: int = 0, gen_channels: tuple[int, int, int] = MS_GEN,
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
-                     classes: int = 0, noise_weight: float = NOISE_WEIGHT
-                     ) -> tuple[Descriptor, Generator]:
+                     classes: int = 0, noise_weight: float = NOISE_WEIGHT,
+                     fine_channels: int = 0) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
     ``noise_weight``: the starting weight of the per-pixel noise maps (learned, but at the
-    generator's rate they move little within a run: docs/quality.md)."""
+    generator's rate they move little within a run: docs/quality.md).
+    ``fine_channels`` > 0: both networks get a stage at full resolution of that width: the
+    generator's last upsampling feeds a stage with its own noise map before a conv 3^3 to RGB;
+    the descriptor gets a stride-1 conv 3^3 with its own head."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
     stages = [GeneratorStage(latent_channels + layout_channels + embed, g0, upsample=False,
                              noise=False),
-              GeneratorStage(g0, g1, upsample=True, noise=noise, noise_weight=noise_weight),
-              GeneratorStage(g1, g2, upsample=True, noise=noise, noise_weight=noise_weight)]
+              GeneratorStage(g0, g1, upsample=True, noise=noise, noise_weight=noise_weight,
+                             grid=(2, 2, 2)),
+              GeneratorStage(g1, g2, upsample=True, noise=noise, noise_weight=noise_weight,
+                             grid=(4, 4, 4))]
+
     # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
     # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
     # (a resize-convolution head, bilinear x2 then conv 3^3, has no grid either but was blurrier
     # and scored worse: docs/quality.md)
-    last = nn.ConvTranspose3d(g2, channels, (3, 4, 4), stride=(1, 2, 2), padding=1)
+    def upsample_space(c_out: int) -> nn.Module:
+        return nn.ConvTranspose3d(g2, c_out, (3, 4, 4), stride=(1, 2, 2), padding=1)
+
+    if fine_channels:
+        stages.append(GeneratorStage(g2, fine_channels, upsample=False, noise=noise,
+                                     noise_weight=noise_weight, grid=(4, 8, 8),
+                                     conv=upsample_space(fine_channels)))
+        last = nn.Conv3d(fine_channels, channels, 3, padding=1)
+    else:
+        last = upsample_space(channels)
     gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,
                          frames, size, layout_channels, classes, embed)
     _init_normal(gen, 0.02)
@@ -210,7 +241,11 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
 
     trunk, heads = pyramid(des_channels)
     fc = nn.Conv3d(des_channels[-1], 16 * outputs, (1, size // 8, size // 8)) if des_fc else None
+    fine = ((nn.Sequential(nn.Conv3d(channels, fine_channels, 3, padding=1,
+                                     padding_mode="replicate"), nn.ReLU()),
+             nn.Conv3d(fine_channels, outputs, 1)) if fine_channels else None)
     des = MultiScaleDescriptor(trunk, heads, fc,
-                               pyramid(motion_channels) if motion_channels else None, classes)
+                               pyramid(motion_channels) if motion_channels else None, classes,
+                               fine)
     _init_normal(des, 0.001)
     return des, gen

@@ -81,6 +81,40 @@ def test_noise_weight_setting_starts_the_noise_maps_and_scales_their_detail():
         assert torch.equal(a, b), k
 
 
+def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
+    """fine_channels: the generator's last stage runs at full resolution with its own noise map
+    (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
+    changes mainly the 3 x 3 x 3 pixels around it (elsewhere only through the batch statistics);
+    the descriptor adds a stride-1 scale to f."""
+    torch.manual_seed(0)
+    des, gen = build_nets("multiscale", 16, 16, 4, fine_channels=3)
+    assert gen.latent_shape() == (4 + 8 + 64 + 256, gen.latent_frames(), 2, 2)
+    assert gen.stages[-1].grid == (4, 8, 8) and gen.stages[-1].noise_weight is not None
+    z = torch.randn(2, *gen.latent_shape())
+    poked = z.clone()
+    # one full-resolution noise value: channel 9 of that block (pixel offset (0, 1, 1)), cell (1, 1)
+    poked[0, 4 + 8 + 64 + 9, gen.latent_frames() // 2, 1, 1] += 0.01
+    with torch.no_grad():
+        change = (gen(poked) - gen(z))[0].abs().amax(dim=0)  # (T, H, W)
+    t, h, w = (int(i) for i in torch.unravel_index(change.argmax(), change.shape))
+    assert abs(h - 9) <= 1 and abs(w - 9) <= 1  # around pixel (8 + 1, 8 + 1) of the frame
+    near = torch.zeros_like(change, dtype=torch.bool)
+    near[max(t - 2, 0):t + 3, max(h - 2, 0):h + 3, max(w - 2, 0):w + 3] = True
+    assert change[~near].max() < 0.02 * change.max()  # a 3^3 conv after the noise, nothing coarser
+    assert gen(torch.randn(1, *gen.latent_shape(16, 32)), 16).shape == (1, 3, 16, 32, 32)
+    with torch.no_grad():
+        for p in des.parameters():
+            p.normal_(0.0, 0.1)
+        y = torch.rand(2, 3, 16, 16, 16) * 2 - 1
+        full = des(y)
+        layer, des.fine_layer = des.fine_layer, None
+        without = des(y)
+        des.fine_layer = layer
+        fine_term = des.fine_head(des.fine_layer(y)).sum(dim=(1, 2, 3, 4))
+    assert torch.allclose(full - without, fine_term, rtol=1e-4, atol=1e-4)
+    assert fine_term.abs().min() > 0
+
+
 def test_motion_branch_sees_only_temporal_differences():
     """The motion term of f is unchanged by a static image added to every frame and changed by
     reordering the frames; the appearance trunk sees both."""
@@ -165,6 +199,9 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
     ({"size": 60}, "multiple of 8"),
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_weight": 0.5},
      "'noise_weight' needs arch 'multiscale'"),
+    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 8},
+     "'fine_channels' needs arch 'multiscale'"),
+    ({"fine_channels": -1}, "fine_channels"),
     ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
