@@ -123,7 +123,8 @@ class MultiScaleDescriptor(Descriptor):
     """f(Y) = sum over scales s of sum_positions w_s . h_s(Y) (+ a spatially fully-connected term)
     (+ the same on the temporal differences of Y).
 
-    h_s are the ReLU feature maps of a strided convolutional trunk; each scale contributes the
+    h_s are the ReLU feature maps of a strided convolutional trunk (and, optionally, of one
+    stride-1 layer at full resolution); each scale contributes the
     summed response of a 1x1x1 head, so the energy matches local statistics at every scale (the
     FRAME / STGConvNet view of f), and an optional last layer fully connected in space (as the
     paper's FC_S) adds the fixed layout of the frame. ``motion``: a second, narrower trunk with

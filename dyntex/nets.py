@@ -26,12 +26,15 @@ Three architectures:
     * generator: a latent *field* X (C x t x S/8 x S/8) of coarse factors, three stages of x2
       upsampling + 3^3 convolution + BatchNorm + ReLU, each finer stage adding its own per-pixel
       noise map with a learned weight per channel (as StyleGAN), a transposed-convolution head
-      (kernel 4, stride 2) and tanh; optional learned ``layout`` map joined
-      to the factors and a :class:`FrameBias` before the tanh (the clip's fixed layout);
+      (kernel 4, stride 2) and tanh, or (``fine_channels``) that transposed convolution into a
+      full-resolution stage with its own noise map, then a 3^3 convolution and tanh; optional
+      learned ``layout`` map joined to the factors and a :class:`FrameBias` before the tanh
+      (the clip's fixed layout);
     * descriptor: a strided pyramid (kernel 4, stride 2, replicate padding) whose every scale
       adds the summed response of a 1x1 head to f (energies of local statistics at 3 scales),
-      a small spatially fully-connected last term (the frame's layout), and optionally the
-      same pyramid on the temporal differences Y[t+1] - Y[t] (the texture of the motion).
+      optionally (``fine_channels``) a stride-1 full-resolution scale, a small spatially
+      fully-connected last term (the frame's layout), and optionally the same pyramid on the
+      temporal differences Y[t+1] - Y[t] (the texture of the motion).
 
 ``fast`` (the default before ``standard``; designed for a laptop CPU and to avoid the paper
     networks' visible defects when scaled down to 32 x 64^2):

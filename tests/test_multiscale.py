@@ -149,9 +149,15 @@ def test_frame_bias_and_reference_start_at_the_observed_mean_frame():
     before = model.synthesize(2, generator=torch.Generator().manual_seed(0))
     model.init_from_data(mean_frame)
     after = model.synthesize(2, generator=torch.Generator().manual_seed(0))
+    def layout_corr(clips):  # correlation of the samples' mean frame with the observed one
+        return torch.corrcoef(torch.stack([clips.mean(dim=(0, 2)).flatten(), mean_frame.flatten()]))[0, 1]
+
     err_before = (before.mean(dim=(0, 2)) - mean_frame).abs().mean()
     err_after = (after.mean(dim=(0, 2)) - mean_frame).abs().mean()
-    assert err_after < 0.5 * err_before  # the generator renders about the mean frame from step 0
+    # the generator renders about the mean frame from step 0 (up to a small colour offset of the
+    # freshly drawn last layer)
+    assert err_after < 0.75 * err_before
+    assert layout_corr(after) > 0.7 and abs(layout_corr(before)) < 0.3
     assert torch.allclose(torch.tanh(model.generator.frame_bias.bias[0, :, 0]), mean_frame, atol=1e-5)
     assert torch.allclose(model.ref_mean[0, :, 0], mean_frame)
     channel = CoopNets(_small(ref_mean="channel"))
@@ -181,9 +187,11 @@ def test_ema_generator_averages_and_synthesizes():
 
 
 def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
-    model = Trainer(_small(iters=2, ema=0.5, checkpoint_every=2), run_dir=tmp_path).fit(_clips())
+    model = Trainer(_small(iters=2, ema=0.5, checkpoint_every=2, fine_channels=2),
+                    run_dir=tmp_path).fit(_clips())
     raw = torch.load(checkpoint_paths(tmp_path)[-1], map_location="cpu", weights_only=True)
     assert raw["config"]["motion_channels"] == 4 and raw["config"]["preset"] == "standard"
+    assert raw["config"]["fine_channels"] == 2
     loaded, _ = load_model(tmp_path)
     assert loaded.config.motion_channels == 4 and loaded.ref_mean.abs().sum() > 0
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
@@ -197,7 +205,8 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
     ({"arch": "fast"}, "needs arch 'multiscale'"),
     ({"frames": 8}, "needs frames >= 12"),
     ({"size": 60}, "multiple of 8"),
-    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_weight": 0.5},
+    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 0,
+      "noise_weight": 0.5},
      "'noise_weight' needs arch 'multiscale'"),
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 8},
      "'fine_channels' needs arch 'multiscale'"),
