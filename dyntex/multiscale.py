@@ -36,14 +36,14 @@ class GeneratorStage(nn.Module):
     """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU.
 
     ``grid``: the stage's resolution as (time, height, width) multiples of the coarse latent grid
-    (what its noise map is unpacked to); ``conv``: replaces [upsample] + conv 3^3."""
+    (what its noise map is unpacked to); ``conv``: replaces conv 3^3 (e.g. an upsampling one)."""
 
     def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool,
                  noise_weight: float = NOISE_WEIGHT, grid: tuple[int, int, int] = (1, 1, 1),
                  conv: nn.Module | None = None):
         super().__init__()
         self.grid = grid
-        self.up = Upsample((2, 2, 2)) if upsample and conv is None else nn.Identity()
+        self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
         self.conv = conv if conv is not None else nn.Conv3d(c_in, c_out, 3, padding=1)
         self.noise_weight = (nn.Parameter(torch.full((1, c_out, 1, 1, 1), float(noise_weight)))
                              if noise else None)
@@ -211,7 +211,6 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                              grid=(2, 2, 2)),
               GeneratorStage(g1, g2, upsample=True, noise=noise, noise_weight=noise_weight,
                              grid=(4, 4, 4))]
-
     # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
     # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
     # (a resize-convolution head, bilinear x2 then conv 3^3, has no grid either but was blurrier

@@ -149,8 +149,10 @@ def test_frame_bias_and_reference_start_at_the_observed_mean_frame():
     before = model.synthesize(2, generator=torch.Generator().manual_seed(0))
     model.init_from_data(mean_frame)
     after = model.synthesize(2, generator=torch.Generator().manual_seed(0))
+
     def layout_corr(clips):  # correlation of the samples' mean frame with the observed one
-        return torch.corrcoef(torch.stack([clips.mean(dim=(0, 2)).flatten(), mean_frame.flatten()]))[0, 1]
+        pair = torch.stack([clips.mean(dim=(0, 2)).flatten(), mean_frame.flatten()])
+        return torch.corrcoef(pair)[0, 1]
 
     err_before = (before.mean(dim=(0, 2)) - mean_frame).abs().mean()
     err_after = (after.mean(dim=(0, 2)) - mean_frame).abs().mean()
