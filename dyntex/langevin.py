@@ -68,16 +68,22 @@ def revise(energy: Callable[[Tensor], Tensor], y0: Tensor, steps: int, step_size
                     generator, free)
 
 
-def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: float
-                 ) -> Callable[[Tensor], Tensor]:
+def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: float,
+                 seen: Tensor | None = None) -> Callable[[Tensor], Tensor]:
     """Score of the generator posterior p(X | Y) ∝ N(X; 0, I) N(Y; g(X), sigma^2 I) (paper Eq. 16):
 
         grad_X log p = -X + (1 / sigma^2) (dg/dX)^T (Y - g(X)).
-    """
+
+    ``seen`` (a mask broadcasting against Y): only those entries of Y are observed, so only they
+    enter the likelihood (the posterior given part of a clip, as alternating back-propagation
+    learns from incomplete images)."""
     inv_var = 1.0 / sigma ** 2
 
     def log_lik(x: Tensor) -> Tensor:
-        return -0.5 * inv_var * (target - render(x)).pow(2).flatten(1).sum(1)
+        residual = target - render(x)
+        if seen is not None:
+            residual = residual * seen
+        return -0.5 * inv_var * residual.pow(2).flatten(1).sum(1)
 
     def score(x: Tensor) -> Tensor:
         return _input_grad(log_lik, x)[1] - x
@@ -86,6 +92,9 @@ def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: floa
 
 
 def infer_latent(render: Callable[[Tensor], Tensor], x0: Tensor, target: Tensor, steps: int,
-                 step_size: float, sigma: float, generator: torch.Generator | None = None) -> Tensor:
-    """Latent inference (Alg. 1, step G1): X <- X - d'^2/2 (X - (dg/dX)^T (Y - g(X)) / sigma^2) + d' U."""
-    return langevin(latent_score(render, target.detach(), sigma), x0, steps, step_size, generator)
+                 step_size: float, sigma: float, generator: torch.Generator | None = None,
+                 seen: Tensor | None = None) -> Tensor:
+    """Latent inference (Alg. 1, step G1): X <- X - d'^2/2 (X - (dg/dX)^T (Y - g(X)) / sigma^2) + d' U
+    (given only the ``seen`` entries of Y, when given: see :func:`latent_score`)."""
+    return langevin(latent_score(render, target.detach(), sigma, seen), x0, steps, step_size,
+                    generator)

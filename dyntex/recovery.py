@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, InputError
+from .langevin import infer_latent
 from .video import IMAGE_EXTS, read_video, resize_crop, to_model
 
 OCCLUSIONS = ("pepper", "block", "frames")
@@ -192,13 +193,17 @@ AVERAGE_DECAY = 0.98   # the recovery estimate: an exponential average of the ch
 
 class MaskedClip:
     """A clip with missing pixels as training data: its known pixels, its mask and the current
-    completed clip (model space, (1, C, T, S, S)), which :meth:`revise` updates by descriptor
-    Langevin with the known pixels clamped, once per training iteration. :meth:`estimate` is the
-    exponential moving average of the revised completions (decay ``AVERAGE_DECAY``, about the
-    last 50 iterations; bias-corrected as Adam's moments, so the interpolated start does not
-    count): a Langevin state is one sample of the missing pixels, noise included; their average
-    estimates the conditional mean, the better fill under absolute or squared error. Its
-    ``state_dict`` goes into checkpoints, so a resumed run continues from the same chain."""
+    completed clip (model space, (1, C, T, S, S)) that the cooperative update learns from.
+
+    Each training iteration first lets the generator explain the known pixels (:meth:`explain`:
+    alternating back-propagation on the known pixels only), then sets the missing pixels to the
+    generator's rendering and revises them by descriptor Langevin with the known pixels clamped
+    (:meth:`revise`). :meth:`estimate` is the exponential moving average of the revised
+    completions (decay ``AVERAGE_DECAY``, about the last 50 iterations; bias-corrected as Adam's
+    moments, so the interpolated start does not count): a Langevin state is one sample of the
+    missing pixels, noise included; their average estimates the conditional mean, the better
+    fill under absolute or squared error. Its ``state_dict`` (completion, average, the observed
+    clip's latent) goes into checkpoints, so a resumed run continues from the same state."""
 
     def __init__(self, clip: np.ndarray, missing: np.ndarray):
         check_mask(missing)
@@ -206,6 +211,7 @@ class MaskedClip:
         self.completed = to_model(interpolate_missing(clip, missing))[None]
         self.average = torch.zeros_like(self.completed)
         self.revisions = 0
+        self.latent: torch.Tensor | None = None   # X of the observed clip, drawn at first use
 
     def estimate(self) -> torch.Tensor:
         """The recovery: the average of the revised completions (the start before any)."""
@@ -213,12 +219,46 @@ class MaskedClip:
             return self.completed
         return self.average / (1.0 - AVERAGE_DECAY ** self.revisions)
 
-    def revise(self, model, generator: torch.Generator | None = None) -> None:
-        """l Langevin steps on the missing pixels (Alg. 1 step D1 with the known ones clamped),
-        then clipped to the pixel range [-1, 1] (the chain must stay a possible clip: unclipped,
-        missing values ran away to extremes the energy then rewarded); the average follows."""
-        self.completed = model.revise(self.completed.to(model.device), generator=generator,
-                                      free=self.free.to(model.device)).clamp(-1.0, 1.0).cpu()
+    def explain(self, model, generator: torch.Generator | None = None,
+                optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
+        """The generator's account of the known pixels, as alternating back-propagation (Han, Lu,
+        Zhu, Wu, AAAI 2017) learns from incomplete images: the observed clip's latent X takes l'
+        Langevin steps on p(X | known pixels; alpha) (Eq. 16 with only the known pixels in the
+        likelihood; l' = ``infer_steps``, or l when that is 0); with ``optimizer`` (training),
+        alpha then takes one step on |known (Y - g(X))|^2 / (2 sigma^2) (Eq. 17 on the known
+        pixels). Returns g(X) (model space, detached, rendered before that step). The missing
+        pixels never enter either step."""
+        cfg = model.config
+        device = model.device
+        target, seen = self.completed.to(device), ~self.free.to(device)
+        if self.latent is None:
+            self.latent = model.draw_latents(1, generator=generator).cpu()
+        z = infer_latent(model.render, self.latent.to(device), target,
+                         cfg.infer_steps or cfg.langevin_steps, cfg.infer_step_size,
+                         cfg.gen_sigma, generator, seen)
+        self.latent = z.cpu()
+        with torch.set_grad_enabled(optimizer is not None):
+            rendered = model.render(z)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss = ((target - rendered) * seen).pow(2).flatten(1).sum(1).mean() \
+                / (2 * cfg.gen_sigma ** 2)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return rendered.detach()
+
+    def revise(self, model, generator: torch.Generator | None = None,
+               start: torch.Tensor | None = None) -> None:
+        """The missing pixels from ``start`` (the generator's rendering, when given), then l
+        Langevin steps on them (Alg. 1 step D1 with the known ones clamped), clipped to the pixel
+        range [-1, 1] (the chain must stay a possible clip: unclipped, missing values ran away to
+        extremes the energy then rewarded); the average follows."""
+        free = self.free.to(model.device)
+        y = self.completed.to(model.device)
+        if start is not None:
+            y = torch.where(free, start.to(y.dtype), y)
+        self.completed = model.revise(y, generator=generator, free=free).clamp(-1.0, 1.0).cpu()
         self.average.lerp_(self.completed, 1.0 - AVERAGE_DECAY)
         self.revisions += 1
 
@@ -234,7 +274,8 @@ class MaskedClip:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"completed": self.completed.clone(), "average": self.average.clone(),
-                "revisions": torch.tensor(self.revisions)}
+                "revisions": torch.tensor(self.revisions),
+                **({"latent": self.latent.clone()} if self.latent is not None else {})}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if tuple(state["completed"].shape) != tuple(self.completed.shape):
@@ -242,17 +283,20 @@ class MaskedClip:
         self.completed = state["completed"].clone()
         self.average = state["average"].clone()
         self.revisions = int(state["revisions"])
+        latent = state.get("latent")   # absent: saved before the generator explained the clip
+        self.latent = latent.clone() if latent is not None else None
 
 
 def fill(model, clip: np.ndarray, missing: np.ndarray, steps: int,
          generator: torch.Generator | None = None) -> np.ndarray:
-    """Fill the missing pixels of ``clip`` (T, S, S, 3) in [0, 1] with a trained model: from
-    temporal interpolation, ``steps`` descriptor Langevin steps on them (rounded up to whole
-    revisions of l steps), the known pixels clamped; the average of the revisions, as in
-    training (:meth:`MaskedClip.estimate`)."""
+    """Fill the missing pixels of ``clip`` (T, S, S, 3) in [0, 1] with a trained model, as a
+    training iteration does without the parameter updates: in rounds of l steps (``steps``
+    rounded up), the latent explains the known pixels (:meth:`MaskedClip.explain`), the missing
+    pixels take the generator's rendering and l clamped descriptor Langevin steps; the result is
+    the average of the rounds (:meth:`MaskedClip.estimate`)."""
     data = MaskedClip(clip, missing)
     for _ in range(max(1, -(-steps // model.config.langevin_steps))):
-        data.revise(model, generator)
+        data.revise(model, generator, data.explain(model, generator))
     return completed_clip(clip, missing, data.estimate())
 
 

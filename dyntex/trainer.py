@@ -174,10 +174,13 @@ class Trainer:
             with _DeferredInterrupt() as interrupt:
                 while self.step < total:
                     # Algorithm 1: observed clips Y, then one iteration (G0, D1, G1, D2, G2)
-                    if self._masked is not None:   # recovery: revise the missing pixels first
-                        self._masked.revise(self.model, self.rng)
-                    observed, labels = _with_labels(data.observed(batch, self.data_rng), self.device)
                     self._set_learning_rates()
+                    if self._masked is not None:
+                        # recovery: the generator explains the known pixels (and learns from
+                        # them), then the missing ones are its rendering revised by Langevin
+                        start = self._masked.explain(self.model, self.rng, self.opts.generator)
+                        self._masked.revise(self.model, self.rng, start)
+                    observed, labels = _with_labels(data.observed(batch, self.data_rng), self.device)
                     stats = train_step(self.model, self.opts, observed, self.rng, sync, labels)
                     problem = self.guard.problem(stats)
                     if problem is not None:

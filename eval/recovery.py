@@ -42,6 +42,9 @@ RECOVERY_METHODS = ("coop", "interp", "telea", "lds")
 RECOVERY_LABELS = {"coop": "CoopNets", "interp": "temporal interpolation",
                    "telea": "inpainting (Telea)", "lds": "LDS (missing-data fit)"}
 LDS_IMPUTE_ITERS = 10
+# CoopNets recovery's scheme, in its cache key: 2 = the generator explains the known pixels and
+# renders the missing ones before the descriptor revises them (1: descriptor Langevin alone)
+COOP_RECOVERY_SCHEME = 2
 
 
 def telea(clip: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -130,7 +133,8 @@ def run_recovery(data_dir: str | Path, out: str | Path, st: Settings, occlude: s
         for method in methods:
             key = _digest({"v": CACHE_VERSION, "clip": clip.key, "method": method, "occlude": tag,
                            "seed": st.seed, "config": _coop_config(st, clip.T).to_dict()
-                           if method == "coop" else None})
+                           if method == "coop" else None,
+                           **({"scheme": COOP_RECOVERY_SCHEME} if method == "coop" else {})})
             folder = cache / src.name / f"recovery-{method}-{key}"
             try:
                 recovered = np.load(folder / "recovered.npy")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dyntex.langevin import infer_latent, langevin, revise
+from dyntex.langevin import infer_latent, langevin, latent_score, revise
 from dyntex.nets import build_nets
 
 
@@ -81,6 +81,24 @@ def test_latent_inference_targets_linear_gaussian_posterior():
     assert torch.allclose(x.mean(0), mean, atol=0.03)
     cov = torch.cov(x.T)
     assert torch.allclose(cov, torch.linalg.inv(P), atol=0.03)
+
+
+def test_latent_score_given_part_of_y_is_the_score_of_that_part():
+    """With ``seen``, the unseen entries of Y leave the likelihood: the score equals the one of
+    the model restricted to the seen entries, whatever the unseen ones hold."""
+    torch.manual_seed(0)
+    d, k, sigma = 8, 3, 0.5
+    W = torch.randn(d, k, dtype=torch.float64)
+    y = torch.randn(2, d, dtype=torch.float64)
+    seen = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    x = torch.randn(2, k, dtype=torch.float64)
+    part = latent_score(lambda x: x @ W.T, y, sigma, seen)(x)
+    junk = latent_score(lambda x: x @ W.T, torch.where(seen, y, 9.0), sigma, seen)(x)
+    sub = latent_score(lambda x: x @ W[seen].T, y[:, seen], sigma)(x)
+    torch.testing.assert_close(part, sub)
+    torch.testing.assert_close(junk, sub)
+    full = latent_score(lambda x: x @ W.T, y, sigma)(x)
+    assert not torch.allclose(full, sub)
 
 
 def test_langevin_zero_steps_is_identity():

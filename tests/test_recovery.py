@@ -143,6 +143,7 @@ def test_recover_keeps_known_pixels_and_writes_every_output(video: Path, tmp_pat
     state = torch.load(checkpoint_paths(out / "run")[-1], weights_only=True)
     assert state["data"]["completed"].shape == (1, 3, T, S, S)           # resumable completion
     assert state["data"]["average"].shape == (1, 3, T, S, S) and int(state["data"]["revisions"]) == 4
+    assert state["data"]["latent"].ndim == 5 and len(state["data"]["latent"]) == 1  # its X
 
     # resume continues from the saved completion; a trained run fills a new clip without training
     r = _recover([video, "--occlude", "pepper:0.5", "--preset", "tiny", "--iters", "6",
@@ -283,3 +284,71 @@ def test_the_estimate_is_the_average_of_the_revised_completions():
     d = recovery.AVERAGE_DECAY
     torch.testing.assert_close(data.estimate(), (d * first + data.completed) / (1 + d))
     assert torch.equal(data.estimate()[:, :, 1], start[:, :, 1])      # known pixels unchanged
+
+
+def test_the_generator_explains_only_the_known_pixels():
+    """Latent inference and the generator's data step see the known pixels alone: whatever the
+    completion holds at the missing ones, the same random streams give the same latent, the same
+    rendering and the same updated generator. The step does lower the error on the known pixels."""
+    from dyntex.config import make_config
+    from dyntex.coop import CoopNets
+
+    clip = grating(8).astype(np.float32) / 255.0
+    missing = recovery.occlusion_mask("pepper:0.5", 8, S, np.random.default_rng(0))
+    cfg = make_config("tiny", size=S, frames=8, device="cpu")
+    results = []
+    for junk in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = CoopNets(cfg)
+        data = recovery.MaskedClip(clip, missing)
+        data.completed = torch.where(data.free, torch.full_like(data.completed, junk),
+                                     data.completed)
+        opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3)
+        g = torch.Generator().manual_seed(1)
+        first = data.explain(model, g, opt)
+        for _ in range(5):
+            last = data.explain(model, g, opt)
+        results.append((first, last, data.latent.clone(),
+                        [p.detach().clone() for p in model.generator.parameters()]))
+    (f0, l0, z0, p0), (f1, l1, z1, p1) = results
+    assert torch.equal(f0, f1) and torch.equal(l0, l1) and torch.equal(z0, z1)
+    assert all(torch.equal(a, b) for a, b in zip(p0, p1))
+    seen = ~data.free
+    target = data.completed                     # its known pixels are the clip's
+
+    def known_error(y):
+        return float(((y - target) * seen).pow(2).sum() / seen.sum() / 3)
+
+    assert known_error(l0) < 0.8 * known_error(f0)
+
+
+def test_fill_uses_the_generator_rendering_at_the_missing_pixels():
+    """A trained model's fill starts each round from the generator's rendering of the inferred
+    latent: with the descriptor's revision made a no-op, the estimate at the missing pixels is
+    the average of those renderings, and the known pixels stay the clip's."""
+    from dyntex.config import make_config
+    from dyntex.coop import CoopNets
+
+    clip = grating(8).astype(np.float32) / 255.0
+    missing = recovery.occlusion_mask("block:6", 8, S, np.random.default_rng(0))
+    torch.manual_seed(0)
+    model = CoopNets(make_config("tiny", size=S, frames=8, device="cpu"))
+    renders = []
+    model.revise = lambda y, generator=None, free=None: y          # Langevin off
+    explain = recovery.MaskedClip.explain
+
+    def spy(self, *a, **k):
+        renders.append(explain(self, *a, **k))
+        return renders[-1]
+
+    recovery.MaskedClip.explain = spy
+    try:
+        out = recovery.fill(model, clip, missing, steps=2 * model.config.langevin_steps)
+    finally:
+        recovery.MaskedClip.explain = explain
+    assert len(renders) == 2
+    d = recovery.AVERAGE_DECAY
+    expected = (d * renders[0] + renders[1]) / (1 + d)
+    want = recovery.completed_clip(clip, missing, expected.clamp(-1, 1))
+    np.testing.assert_allclose(out, want, atol=1e-6)
+    assert np.array_equal(out[~missing], clip[~missing])
