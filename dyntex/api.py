@@ -188,10 +188,11 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     """Fill the missing pixels of the first T frames of ``video`` (``mask`` file, or ``occlude``:
     a drawn occlusion such as ``"pepper:0.5"``, seeded by the config's seed).
 
-    Without ``run``: trains the config on the incomplete clip into ``out/run`` (the missing pixels
-    revised by descriptor Langevin each iteration, the known ones clamped;
-    :class:`dyntex.recovery.MaskedClip`); with ``run``: a trained run fills them by ``steps``
-    clamped Langevin steps (default: l x 30) without training. Writes ``out/recovered.mp4``,
+    Without ``run``: trains the config on the incomplete clip into ``out/run`` (each iteration
+    the generator explains the known pixels and renders the missing ones, which descriptor
+    Langevin revises with the known ones clamped; :class:`dyntex.recovery.MaskedClip`); with
+    ``run``: a trained run fills them in rounds of the same inference and revision, ``steps``
+    Langevin steps in all (default: l x 30), without training. Writes ``out/recovered.mp4``,
     ``.gif`` and ``.npy`` (float [0, 1]; the known pixels are the loaded clip's, bit for bit),
     ``out/mask.npy`` (True = missing) and ``out/comparison.mp4`` / ``.gif`` (observed | masked |
     recovered). Everything is checked before anything is written."""

@@ -1,10 +1,12 @@
 """Recovery: learn from a clip with missing pixels or frames and fill them in.
 
-As in STGConvNet's recovery experiments (Xie, Zhu, Wu, CVPR 2017), the missing values are never
-treated as data: the observed clip is kept as a *completed* clip whose missing pixels are revised
-by descriptor Langevin dynamics with the known pixels clamped, every iteration, before the
-cooperative update uses it (:class:`MaskedClip`). A trained run fills a new masked clip the same
-way, without training (:func:`fill`).
+The missing values are never treated as data. The observed clip is kept as a *completed* clip;
+every iteration, before the cooperative update uses it, the generator explains the known pixels
+alone (latent inference and a regression step on them, as alternating back-propagation learns
+from incomplete images: Han, Lu, Zhu, Wu, AAAI 2017) and renders the missing ones, which are then
+revised by descriptor Langevin dynamics with the known pixels clamped (as in STGConvNet's recovery
+experiments: Xie, Zhu, Wu, CVPR 2017) (:class:`MaskedClip`). A trained run fills a new masked
+clip the same way, without training (:func:`fill`).
 
 Masks are boolean ``(T, S, S)`` arrays, True = missing, at the training resolution: read from a
 file (:func:`load_mask`) or drawn (:func:`occlusion_mask`: ``pepper:P``, ``block:B``,

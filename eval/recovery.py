@@ -4,9 +4,10 @@ the missing pixels only, against the baselines a user would otherwise reach for.
 
 Methods (``RECOVERY_METHODS``):
 
-* ``coop``: CoopNets trained on the incomplete clip, its missing pixels revised by clamped
-  descriptor Langevin every iteration (:class:`dyntex.recovery.MaskedClip`); the completion
-  after the last iteration.
+* ``coop``: CoopNets trained on the incomplete clip: every iteration the generator explains the
+  known pixels (latent inference and a regression step on them alone) and renders the missing
+  ones, which clamped descriptor Langevin then revises (:class:`dyntex.recovery.MaskedClip`); the
+  average of the last ~50 revised completions.
 * ``interp``: temporal linear interpolation per pixel (:func:`dyntex.recovery.interpolate_missing`).
 * ``telea``: OpenCV inpainting of each frame (``cv2.inpaint``, Telea, radius 3) on its uint8
   pixels; a frame with every pixel missing (``frames:P``) has nothing to inpaint from and is
