@@ -184,8 +184,8 @@ def synthesize(run_dir: Path, n: int, out: Path, formats: str, frames: int | Non
 @click.option("--run", "run_dir", type=click.Path(readable=False, path_type=Path), default=None,
               help="Fill with this trained run instead of training on VIDEO.")
 @click.option("--steps", type=int, default=None,
-              help="With --run: Langevin steps, in rounds of l (latent inference on the known "
-                   "pixels, then the clamped revision of the missing ones; default: 30 l).")
+              help="With --run: Langevin steps of the clip's latent on its posterior given the "
+                   "known pixels, before the generator renders the missing ones (default: 30 l).")
 @click.option("--resume", is_flag=True, help="Continue the training in --out/run.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @_training_options

@@ -190,9 +190,10 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
 
     Without ``run``: trains the config on the incomplete clip into ``out/run`` (each iteration
     the generator explains the known pixels and renders the missing ones, which descriptor
-    Langevin revises with the known ones clamped; :class:`dyntex.recovery.MaskedClip`); with
-    ``run``: a trained run fills them in rounds of the same inference and revision, ``steps``
-    Langevin steps in all (default: l x 30), without training. Writes ``out/recovered.mp4``,
+    Langevin revises with the known ones clamped; :class:`dyntex.recovery.MaskedClip`); the
+    recovery is the generator's rendering of the clip's latent. With ``run``: a trained run
+    fills them without training, after ``steps`` Langevin steps of the latent on its posterior
+    given the known pixels (default: l x 30). Writes ``out/recovered.mp4``,
     ``.gif`` and ``.npy`` (float [0, 1]; the known pixels are the loaded clip's, bit for bit),
     ``out/mask.npy`` (True = missing) and ``out/comparison.mp4`` / ``.gif`` (observed | masked |
     recovered). Everything is checked before anything is written."""
@@ -226,7 +227,7 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
         trainer = Trainer(config, run_dir=Path(out) / "run", resume=resume, progress=progress,
                           meta={"fps": native.fps, "source": str(video)})
         trainer.fit(data)
-        recovered = recovery.completed_clip(clip, missing, data.estimate())
+        recovered = recovery.completed_clip(clip, missing, data.estimate(trainer.model))
     else:
         g = torch.Generator(device=model.device).manual_seed(config.seed)
         recovered = recovery.fill(model, clip, missing, steps or 30 * config.langevin_steps, g)

@@ -190,9 +190,6 @@ def interpolate_missing(clip: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return out
 
 
-AVERAGE_DECAY = 0.98   # the recovery estimate: an exponential average of the chain's states
-
-
 class MaskedClip:
     """A clip with missing pixels as training data: its known pixels, its mask and the current
     completed clip (model space, (1, C, T, S, S)) that the cooperative update learns from.
@@ -200,26 +197,26 @@ class MaskedClip:
     Each training iteration first lets the generator explain the known pixels (:meth:`explain`:
     alternating back-propagation on the known pixels only), then sets the missing pixels to the
     generator's rendering and revises them by descriptor Langevin with the known pixels clamped
-    (:meth:`revise`). :meth:`estimate` is the exponential moving average of the revised
-    completions (decay ``AVERAGE_DECAY``, about the last 50 iterations; bias-corrected as Adam's
-    moments, so the interpolated start does not count): a Langevin state is one sample of the
-    missing pixels, noise included; their average estimates the conditional mean, the better
-    fill under absolute or squared error. Its ``state_dict`` (completion, average, the observed
-    clip's latent) goes into checkpoints, so a resumed run continues from the same state."""
+    (:meth:`revise`). The recovery (:meth:`estimate`) is the generator's rendering of the clip's
+    inferred latent at the missing pixels: the revised completion is one Langevin sample, whose
+    noise and drift cost more than they add (docs/research_questions.md). Its ``state_dict``
+    (the completion and the clip's latent) goes into checkpoints, so a resumed run continues
+    from the same state."""
 
     def __init__(self, clip: np.ndarray, missing: np.ndarray):
         check_mask(missing)
         self.free = torch.from_numpy(np.ascontiguousarray(missing))[None, None]
         self.completed = to_model(interpolate_missing(clip, missing))[None]
-        self.average = torch.zeros_like(self.completed)
-        self.revisions = 0
         self.latent: torch.Tensor | None = None   # X of the observed clip, drawn at first use
 
-    def estimate(self) -> torch.Tensor:
-        """The recovery: the average of the revised completions (the start before any)."""
-        if self.revisions == 0:
+    def estimate(self, model) -> torch.Tensor:
+        """The recovery (model space): the known pixels as loaded, the missing ones the
+        generator's rendering of the clip's latent (before any iteration: the interpolated start)."""
+        if self.latent is None:
             return self.completed
-        return self.average / (1.0 - AVERAGE_DECAY ** self.revisions)
+        with torch.no_grad():
+            rendered = model.render(self.latent.to(model.device)).cpu()
+        return torch.where(self.free, rendered.to(self.completed.dtype), self.completed)
 
     def explain(self, model, generator: torch.Generator | None = None,
                 optimizer: torch.optim.Optimizer | None = None) -> torch.Tensor:
@@ -255,14 +252,12 @@ class MaskedClip:
         """The missing pixels from ``start`` (the generator's rendering, when given), then l
         Langevin steps on them (Alg. 1 step D1 with the known ones clamped), clipped to the pixel
         range [-1, 1] (the chain must stay a possible clip: unclipped, missing values ran away to
-        extremes the energy then rewarded); the average follows."""
+        extremes the energy then rewarded)."""
         free = self.free.to(model.device)
         y = self.completed.to(model.device)
         if start is not None:
             y = torch.where(free, start.to(y.dtype), y)
         self.completed = model.revise(y, generator=generator, free=free).clamp(-1.0, 1.0).cpu()
-        self.average.lerp_(self.completed, 1.0 - AVERAGE_DECAY)
-        self.revisions += 1
 
     def observed(self, batch: int | None = None, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
@@ -275,31 +270,28 @@ class MaskedClip:
         return self.completed[0].mean(dim=1)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"completed": self.completed.clone(), "average": self.average.clone(),
-                "revisions": torch.tensor(self.revisions),
+        return {"completed": self.completed.clone(),
                 **({"latent": self.latent.clone()} if self.latent is not None else {})}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         if tuple(state["completed"].shape) != tuple(self.completed.shape):
             raise ConfigError("the checkpoint's completed clip does not fit this clip")
         self.completed = state["completed"].clone()
-        self.average = state["average"].clone()
-        self.revisions = int(state["revisions"])
         latent = state.get("latent")   # absent: saved before the generator explained the clip
         self.latent = latent.clone() if latent is not None else None
 
 
 def fill(model, clip: np.ndarray, missing: np.ndarray, steps: int,
          generator: torch.Generator | None = None) -> np.ndarray:
-    """Fill the missing pixels of ``clip`` (T, S, S, 3) in [0, 1] with a trained model, as a
-    training iteration does without the parameter updates: in rounds of l steps (``steps``
-    rounded up), the latent explains the known pixels (:meth:`MaskedClip.explain`), the missing
-    pixels take the generator's rendering and l clamped descriptor Langevin steps; the result is
-    the average of the rounds (:meth:`MaskedClip.estimate`)."""
+    """Fill the missing pixels of ``clip`` (T, S, S, 3) in [0, 1] with a trained model: the
+    clip's latent takes ``steps`` Langevin steps on its posterior given the known pixels (in
+    rounds of l', :meth:`MaskedClip.explain` without the parameter update), and the generator
+    renders the missing pixels (:meth:`MaskedClip.estimate`)."""
     data = MaskedClip(clip, missing)
-    for _ in range(max(1, -(-steps // model.config.langevin_steps))):
-        data.revise(model, generator, data.explain(model, generator))
-    return completed_clip(clip, missing, data.estimate())
+    per_round = model.config.infer_steps or model.config.langevin_steps
+    for _ in range(max(1, -(-steps // per_round))):
+        data.explain(model, generator)
+    return completed_clip(clip, missing, data.estimate(model))
 
 
 def completed_clip(clip: np.ndarray, missing: np.ndarray, completed: torch.Tensor) -> np.ndarray:

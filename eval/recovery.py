@@ -6,8 +6,9 @@ Methods (``RECOVERY_METHODS``):
 
 * ``coop``: CoopNets trained on the incomplete clip: every iteration the generator explains the
   known pixels (latent inference and a regression step on them alone) and renders the missing
-  ones, which clamped descriptor Langevin then revises (:class:`dyntex.recovery.MaskedClip`); the
-  average of the last ~50 revised completions.
+  ones, which clamped descriptor Langevin then revises for the cooperative update
+  (:class:`dyntex.recovery.MaskedClip`); the recovery is the generator's rendering of the clip's
+  latent after the last iteration. Its seconds are the training's own (``metrics.csv``).
 * ``interp``: temporal linear interpolation per pixel (:func:`dyntex.recovery.interpolate_missing`).
 * ``telea``: OpenCV inpainting of each frame (``cv2.inpaint``, Telea, radius 3) on its uint8
   pixels; a frame with every pixel missing (``frames:P``) has nothing to inpaint from and is
@@ -38,13 +39,15 @@ from dyntex.eval.settings import (CACHE_VERSION, Settings, _clean, _digest, _fmt
                                   _write_npy, _write_text)
 from dyntex.inputs import find_clips
 from dyntex.recovery import interpolate_missing, occlusion_mask, parse_occlusion
+from dyntex.runfolder import RunFolder
 
 RECOVERY_METHODS = ("coop", "interp", "telea", "lds")
 RECOVERY_LABELS = {"coop": "CoopNets", "interp": "temporal interpolation",
                    "telea": "inpainting (Telea)", "lds": "LDS (missing-data fit)"}
 LDS_IMPUTE_ITERS = 10
 # CoopNets recovery's scheme, in its cache key: 2 = the generator explains the known pixels and
-# renders the missing ones before the descriptor revises them (1: descriptor Langevin alone)
+# renders the missing ones (the recovery), before the descriptor revises them for training
+# (1: descriptor Langevin alone, the average of its revisions the recovery)
 COOP_RECOVERY_SCHEME = 2
 
 
@@ -84,7 +87,7 @@ def _coop(clip: np.ndarray, missing: np.ndarray, st: Settings, run_dir: Path) ->
     trainer = Trainer(_coop_config(st, len(clip)), run_dir=run_dir, resume=True,
                       progress=st.progress, previews=False)
     trainer.fit(data)
-    return completed_clip(clip, missing, data.estimate())
+    return completed_clip(clip, missing, data.estimate(trainer.model))
 
 
 def scores(recovered: np.ndarray, clip: np.ndarray, missing: np.ndarray) -> dict[str, float]:
@@ -150,7 +153,10 @@ def run_recovery(data_dir: str | Path, out: str | Path, st: Settings, occlude: s
                 except DyntexError as e:
                     entry["rows"][method] = {"error": str(e).splitlines()[0]}
                     continue
-                info = {"seconds": time.perf_counter() - t0, **scores(recovered, observed, missing)}
+                seconds = time.perf_counter() - t0
+                if method == "coop":   # the training's own clock, which counts a resumed run's
+                    seconds = RunFolder(folder / "run").elapsed_seconds() or seconds  # earlier part
+                info = {"seconds": seconds, **scores(recovered, observed, missing)}
                 _write_npy(folder / "recovered.npy", recovered.astype(np.float32))
                 _write_json(folder / "info.json", _clean(info))
             entry["rows"][method] = info

@@ -142,7 +142,6 @@ def test_recover_keeps_known_pixels_and_writes_every_output(video: Path, tmp_pat
     assert read_video(out / "comparison.mp4").frames.shape[2] == 3 * S + 2 * 2
     state = torch.load(checkpoint_paths(out / "run")[-1], weights_only=True)
     assert state["data"]["completed"].shape == (1, 3, T, S, S)           # resumable completion
-    assert state["data"]["average"].shape == (1, 3, T, S, S) and int(state["data"]["revisions"]) == 4
     assert state["data"]["latent"].ndim == 5 and len(state["data"]["latent"]) == 1  # its X
 
     # resume continues from the saved completion; a trained run fills a new clip without training
@@ -193,9 +192,10 @@ def test_mask_and_occlusion_are_exclusive(video: Path, tmp_path: Path):
 
 def test_recovery_beats_temporal_interpolation_on_a_block_occlusion():
     """A drifting grating with an 8 x 8 block missing per frame: temporal interpolation blurs the
-    moving stripes; training on the incomplete clip, with its missing pixels revised by clamped
-    Langevin every iteration, fills them better (it would equal the interpolation, its start,
-    if Langevin did nothing)."""
+    moving stripes; training on the incomplete clip (the generator explaining the known pixels,
+    the descriptor revising the rest) fills them better. Without the latent's Langevin inference
+    the rendering would not follow this clip (the recovery would be a random sample of the
+    generator), and before any iteration it is the interpolation itself."""
     from dyntex.config import make_config
     from dyntex.trainer import Trainer
 
@@ -205,8 +205,8 @@ def test_recovery_beats_temporal_interpolation_on_a_block_occlusion():
     data = recovery.MaskedClip(clip, missing)
     cfg = make_config("standard", frames=12, size=S, iters=40, window="first", latent_channels=4,
                       layout_channels=2, motion_channels=4, lr_des=1e-4, device="cpu")
-    Trainer(cfg).fit(data)
-    recovered = recovery.completed_clip(clip, missing, data.estimate())
+    model = Trainer(cfg).fit(data)
+    recovered = recovery.completed_clip(clip, missing, data.estimate(model))
 
     def mae(x):
         return float(np.abs(x - clip)[missing].mean() * 255)
@@ -262,28 +262,27 @@ def test_recovery_benchmark_refuses_bad_settings(video: Path, tmp_path: Path):
     assert r.exit_code == 1 and "block:B" in r.output
 
 
-def test_the_estimate_is_the_average_of_the_revised_completions():
-    """Bias-corrected exponential average: after one revision it is that revision; after two,
-    the decay-weighted mean of both; the interpolated start never counts."""
+def test_the_estimate_is_the_generator_rendering_at_the_missing_pixels():
+    """Before any iteration the recovery is the interpolated start; after, the missing pixels
+    are the generator's rendering of the clip's latent, the known ones the clip's, whatever the
+    descriptor's revision did to the completion."""
+    from dyntex.config import make_config
+    from dyntex.coop import CoopNets
 
-    class Shift:                       # a stand-in model whose revision adds 0.5 to free pixels
-        device = torch.device("cpu")
-
-        def revise(self, y, generator=None, free=None):
-            return torch.where(free, y + 0.5, y)
-
-    clip = np.full((2, 2, 2, 3), 0.25, np.float32)
-    missing = np.zeros((2, 2, 2), bool)
-    missing[0, 0, 0] = True
+    clip = grating(8).astype(np.float32) / 255.0
+    missing = recovery.occlusion_mask("pepper:0.5", 8, S, np.random.default_rng(0))
+    torch.manual_seed(0)
+    model = CoopNets(make_config("tiny", size=S, frames=8, device="cpu"))
     data = recovery.MaskedClip(clip, missing)
-    start = data.estimate().clone()
-    data.revise(Shift())
-    first = data.completed.clone()
-    torch.testing.assert_close(data.estimate(), first)
-    data.revise(Shift())
-    d = recovery.AVERAGE_DECAY
-    torch.testing.assert_close(data.estimate(), (d * first + data.completed) / (1 + d))
-    assert torch.equal(data.estimate()[:, :, 1], start[:, :, 1])      # known pixels unchanged
+    torch.testing.assert_close(data.estimate(model), data.completed)
+    rendered = data.explain(model, torch.Generator().manual_seed(0))
+    data.revise(model, torch.Generator().manual_seed(0), rendered)
+    assert not torch.equal(data.completed[data.free.expand_as(data.completed)],
+                           rendered[data.free.expand_as(rendered)])   # Langevin moved them
+    est = data.estimate(model)
+    free = data.free.expand_as(est)
+    torch.testing.assert_close(est[free], rendered[free])
+    torch.testing.assert_close(est[~free], recovery.to_model(clip)[None][~free])
 
 
 def test_the_generator_explains_only_the_known_pixels():
@@ -322,10 +321,9 @@ def test_the_generator_explains_only_the_known_pixels():
     assert known_error(l0) < 0.8 * known_error(f0)
 
 
-def test_fill_uses_the_generator_rendering_at_the_missing_pixels():
-    """A trained model's fill starts each round from the generator's rendering of the inferred
-    latent: with the descriptor's revision made a no-op, the estimate at the missing pixels is
-    the average of those renderings, and the known pixels stay the clip's."""
+def test_fill_infers_the_latent_on_the_known_pixels_and_renders_the_rest():
+    """A trained model fills a new clip without training: ``steps`` latent Langevin steps in
+    rounds of l', no parameter changes, and the generator's rendering at the missing pixels."""
     from dyntex.config import make_config
     from dyntex.coop import CoopNets
 
@@ -333,22 +331,20 @@ def test_fill_uses_the_generator_rendering_at_the_missing_pixels():
     missing = recovery.occlusion_mask("block:6", 8, S, np.random.default_rng(0))
     torch.manual_seed(0)
     model = CoopNets(make_config("tiny", size=S, frames=8, device="cpu"))
-    renders = []
-    model.revise = lambda y, generator=None, free=None: y          # Langevin off
+    params = [p.detach().clone() for p in model.generator.parameters()]
+    rounds = []
     explain = recovery.MaskedClip.explain
 
     def spy(self, *a, **k):
-        renders.append(explain(self, *a, **k))
-        return renders[-1]
+        rounds.append(self.latent)
+        return explain(self, *a, **k)
 
     recovery.MaskedClip.explain = spy
     try:
-        out = recovery.fill(model, clip, missing, steps=2 * model.config.langevin_steps)
+        out = recovery.fill(model, clip, missing, steps=2 * model.config.langevin_steps + 1)
     finally:
         recovery.MaskedClip.explain = explain
-    assert len(renders) == 2
-    d = recovery.AVERAGE_DECAY
-    expected = (d * renders[0] + renders[1]) / (1 + d)
-    want = recovery.completed_clip(clip, missing, expected.clamp(-1, 1))
-    np.testing.assert_allclose(out, want, atol=1e-6)
+    assert len(rounds) == 3 and rounds[0] is None                  # 7 steps rounded up to 3 x 3
+    assert all(torch.equal(a, b) for a, b in zip(params, model.generator.parameters()))
     assert np.array_equal(out[~missing], clip[~missing])
+    assert not np.array_equal(out[missing], recovery.interpolate_missing(clip, missing)[missing])
