@@ -36,10 +36,13 @@ _VIDEOS_JS = """async () => {
     v.scrollIntoView({block: 'center'});
     let t0 = performance.now();
     while (v.readyState < 2 && performance.now() - t0 < 5000) await sleep(25);
+    // what it reached before playing: a looping video drops back to HAVE_METADATA for a moment
+    // when it wraps, which a busy machine can catch below
+    const ready = v.readyState;
     const start = v.currentTime;
     t0 = performance.now();
     while (v.currentTime === start && performance.now() - t0 < 3000) await sleep(25);
-    out.push({src: v.currentSrc, readyState: v.readyState, start: start, now: v.currentTime,
+    out.push({src: v.currentSrc, readyState: ready, start: start, now: v.currentTime,
               paused: v.paused, muted: v.muted, loop: v.loop, autoplay: v.autoplay,
               error: v.error ? v.error.code : null, width: v.videoWidth});
   }
