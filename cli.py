@@ -269,7 +269,8 @@ def report(run_dir: Path) -> None:
               help="recovery: occlude the first T frames (--occlude) and fill them in, scored "
                    "on the missing pixels (methods coop, interp, telea, lds).")
 @click.option("--occlude", default="pepper:0.5", show_default=True, metavar="SPEC",
-              help="--task recovery: pepper:P, block:B or frames:P.")
+              help="--task recovery: pepper:P, block:B, frames:P, or own (each clip's own mask, "
+                   "scored against its known background).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def benchmark(data_dir: Path, out: Path, quiet: bool, task: str, occlude: str,
               **options: Any) -> None:

@@ -157,13 +157,16 @@ def spectrum_distance(syn: np.ndarray, obs: np.ndarray) -> float:
     return float(np.sqrt(np.mean((_spectrum_profile(s) - _spectrum_profile(o)) ** 2)))
 
 
-def _flow_histograms(g: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+def flow_histograms(g: np.ndarray, stride: int = 1, select: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Normalised histograms of Farneback flow magnitude and (magnitude-weighted) direction.
 
     Frames are downscaled (INTER_AREA) so the longer side is at most 64 px and quantised to
     uint8; flow is computed between frames t and t + 1 for t = 0, stride, 2 stride, ...
     Magnitudes are expressed in pixels per frame of a frame whose longer side is 64 px, so they
     do not depend on the clip's resolution. An all-static clip gets a uniform direction histogram.
+    ``select`` (T - 1, H, W), optional: count only these pixels of the flow from frame t (resized
+    as the frames are, nearest); a selection with no pixels gives empty (all-zero) magnitudes.
     """
     T, H, W = g.shape
     if T < 2:
@@ -178,14 +181,18 @@ def _flow_histograms(g: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray
         flow = cv2.calcOpticalFlowFarneback(frames[t], frames[t + 1], None,
                                             0.5, 3, 9, 3, 5, 1.1, 0)
         mag, ang = cv2.cartToPolar(flow[..., 0], flow[..., 1])
-        mags.append(mag.ravel())
-        angs.append(ang.ravel())
+        keep = np.ones(mag.shape, bool)
+        if select is not None:
+            keep = (cv2.resize(select[t].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST)
+                    > 0) if scale < 1 else select[t]
+        mags.append(mag[keep])
+        angs.append(ang[keep])
     mag = np.concatenate(mags).astype(np.float64) * unit
     ang = np.concatenate(angs).astype(np.float64)
     hmag = np.histogram(np.minimum(mag, _MAG_EDGES[-1] - 1e-9), bins=_MAG_EDGES)[0].astype(float)
     hdir = np.histogram(ang, bins=_DIR_BINS, range=(0.0, 2 * np.pi), weights=mag)[0]
     hdir = hdir / hdir.sum() if hdir.sum() > 0 else np.full(_DIR_BINS, 1.0 / _DIR_BINS)
-    return hmag / hmag.sum(), hdir
+    return hmag / max(hmag.sum(), 1.0), hdir
 
 
 def motion_distance(syn: np.ndarray, obs: np.ndarray, stride: int = 1) -> float:
@@ -199,8 +206,8 @@ def motion_distance(syn: np.ndarray, obs: np.ndarray, stride: int = 1) -> float:
     """
     if stride < 1:
         raise InputError(f"stride must be >= 1, got {stride}")
-    ms, ds = _flow_histograms(luma(syn), stride)
-    mo, do = _flow_histograms(luma(obs), stride)
+    ms, ds = flow_histograms(luma(syn), stride)
+    mo, do = flow_histograms(luma(obs), stride)
     return float(0.25 * (np.abs(ms - mo).sum() + np.abs(ds - do).sum()))
 
 

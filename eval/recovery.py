@@ -19,12 +19,16 @@ Methods (``RECOVERY_METHODS``):
   reconstruction (the fitted states mapped through C; the dynamics A play no part in it).
 
 Scores over the missing pixels only (every channel): mean absolute error on the 0-255 scale and
-PSNR (dB, peak 1). The occlusion of a clip is drawn from ``numpy.random.default_rng((seed,
+PSNR (dB, peak 1). ``--occlude own`` uses each clip's own mask instead (a mask video, or a
+``.mat``/``.npy`` array named ``mask*``, in the clip's sub-folder: boats, chatelet_fountain), which
+hides an object with no ground truth behind it; there the recovered pixels are scored against the
+known background of the same clip (:func:`hole_statistics`), and clips without a mask are skipped. The occlusion of a clip is drawn from ``numpy.random.default_rng((seed,
 crc32(clip name)))``, the same for every method. Results are cached per (clip, method,
 occlusion, settings) under ``OUT/cache/CLIP/recovery-…``.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 import zlib
 from dataclasses import asdict
@@ -33,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from dyntex.errors import ConfigError, DyntexError
+from dyntex.errors import ConfigError, DyntexError, InputError
 from dyntex.eval.runs import _ClipData, _coop_config
 from dyntex.eval.settings import (CACHE_VERSION, Settings, _clean, _digest, _fmt, _write_json,
                                   _write_npy, _write_text)
@@ -49,6 +53,9 @@ LDS_IMPUTE_ITERS = 10
 # renders the missing ones (the recovery), before the descriptor revises them for training
 # (1: descriptor Langevin alone, the average of its revisions the recovery)
 COOP_RECOVERY_SCHEME = 2
+OWN = "own"                          # --occlude own: each clip's own mask (no ground truth)
+SCORES = ("mae", "psnr")             # with ground truth: on the missing pixels
+OWN_SCORES = ("spectrum", "motion")  # without: the hole against the clip's known pixels
 
 
 def telea(clip: np.ndarray, missing: np.ndarray) -> np.ndarray:
@@ -98,6 +105,80 @@ def scores(recovered: np.ndarray, clip: np.ndarray, missing: np.ndarray) -> dict
             "psnr": 10.0 * np.log10(1.0 / mse) if mse > 0 else None}
 
 
+# spatial band-pass scales of hole_statistics: differences of Gaussians between these sigmas (px)
+HOLE_BANDS = (0.0, 1.0, 2.0, 4.0)
+
+
+def hole_statistics(clip: np.ndarray, missing: np.ndarray) -> dict[str, float]:
+    """How the pixels under the mask compare with the rest of the same clip (no ground truth).
+
+    ``spectrum``: RMS over bands of the log-amplitude difference between the hole and the known
+    pixels, the bands being three spatial octaves (differences of Gaussians, sigma 0-1-2-4 px)
+    of the luma frames and of their frame-to-frame differences (static and moving detail): 0 =
+    the hole has the background's energy in every band (the benchmark's spectrum distance, taken
+    over an irregular region). ``motion``: the benchmark's motion distance between the Farneback
+    flow histograms of the hole's pixels and of the known ones (:func:`dyntex.eval.metrics.
+    motion_distance`, per pixel set). ``missing`` (T, H, W) is True at the hole."""
+    import cv2
+
+    from dyntex.eval.metrics import flow_histograms, luma
+
+    g = luma(clip).astype(np.float32)
+    blurred = [g if s == 0 else np.stack([cv2.GaussianBlur(f, (0, 0), s) for f in g])
+               for s in HOLE_BANDS]
+    diffs = []
+    for fine, coarse in zip(blurred, blurred[1:]):
+        band = fine - coarse
+        for b, m in ((band, missing), (band[1:] - band[:-1], missing[1:] | missing[:-1])):
+            inside, outside = (b[m] ** 2).mean(), (b[~m] ** 2).mean()
+            diffs.append(0.5 * np.log((inside + 1e-12) / (outside + 1e-12)))
+    hole, rest = flow_histograms(g, select=missing[:-1]), flow_histograms(g, select=~missing[:-1])
+    motion = 0.25 * sum(np.abs(a - b).sum() for a, b in zip(hole, rest))
+    return {"spectrum": float(np.sqrt(np.mean(np.square(diffs)))), "motion": float(motion)}
+
+
+def own_mask_file(src, root: Path) -> Path | None:
+    """A clip's own mask: a mask video beside it in its sub-folder of ``root``, else a mask
+    array (``.mat``/``.npy`` with ``mask`` in its name) there; None for a clip at the top of the
+    data folder (a sub-folder holds one clip, so its mask is unambiguous) or without one."""
+    from dyntex.inputs import is_mask
+    from dyntex.recovery import ARRAY_EXTS
+    from dyntex.video import VIDEO_EXTS
+
+    if src.path is None or not src.path.is_file() or src.path.parent == Path(root):
+        return None
+    folder = src.path.parent
+    files = sorted(f for f in folder.iterdir() if f.is_file() and is_mask(f))
+    videos = [f for f in files if f.suffix.lower() in VIDEO_EXTS]
+    arrays = [f for f in files if f.suffix.lower() in ARRAY_EXTS]
+    return (videos or arrays or [None])[0]
+
+
+def own_case(src, root: str | Path, T: int, S: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """A clip with its own mask (:func:`own_mask_file`): ``(observed (T, S, S, 3), missing (T, S,
+    S), start)`` for the T-frame window in which the mask hides the most pixels (boats' mask
+    hides nothing in its first 32 frames), loaded as the benchmark loads clips."""
+    from dyntex.recovery import check_mask, load_mask
+    from dyntex.video import read_video
+
+    path = own_mask_file(src, Path(root))
+    if path is None:
+        raise InputError("no mask of its own (a mask video or mask array in its folder)")
+    video = read_video(src.path, size=S)
+    n = len(video.frames)
+    if n < T:
+        raise InputError(f"{n} frames, fewer than T={T}")
+    native = read_video(src.path, frames=1).frames.shape[1:3]
+    missing = load_mask(path, n, S, native)
+    hidden = missing.reshape(n, -1).sum(1).cumsum()
+    start = int(np.argmax(hidden[T - 1:] - np.concatenate([[0], hidden[:n - T]])))
+    missing = missing[start:start + T]
+    check_mask(missing)
+    if not missing.any():
+        raise InputError(f"its mask {path.name} hides nothing")
+    return video.frames[start:start + T], missing, start
+
+
 def clip_mask(name: str, spec: str, T: int, S: int, seed: int) -> np.ndarray:
     return occlusion_mask(spec, T, S, np.random.default_rng((seed, zlib.crc32(name.encode()))))
 
@@ -107,14 +188,16 @@ def run_recovery(data_dir: str | Path, out: str | Path, st: Settings, occlude: s
     """Run the recovery task on the clips of ``data_dir``; write ``OUT/recovery_<occlusion>.md``
     and ``.json`` and ``OUT/recovery_<occlusion>/CLIP.mp4`` (observed | masked | methods);
     returns the results (``text``: the table)."""
-    kind, value = parse_occlusion(occlude)
+    own = occlude.strip().lower() == OWN
+    if not own:
+        kind, value = parse_occlusion(occlude)
     unknown = [m for m in methods if m not in RECOVERY_METHODS]
     if unknown or not methods:
         raise ConfigError(f"unknown recovery method(s) {', '.join(unknown) or '(none)'}; choose "
                           f"from {', '.join(RECOVERY_METHODS)}")
     if "coop" in methods:
         _coop_config(st, st.frames)
-    tag = f"{kind}-{value:g}"
+    tag = OWN if own else f"{kind}-{value:g}"
     out, start = Path(out), time.perf_counter()
     cache = out / "cache"
     sources = [s for s in find_clips(data_dir) if not s.skip and (not st.clips or s.name in st.clips)]
@@ -128,17 +211,24 @@ def run_recovery(data_dir: str | Path, out: str | Path, st: Settings, occlude: s
                 entry["skip"] = clip.meta["skip"]
                 per_clip.append(entry)
                 continue
+            if own:
+                observed, missing, entry["start"] = own_case(src, data_dir, st.frames, st.size)
+            else:
+                observed = clip.observed
+                missing = clip_mask(src.name, occlude, clip.T, st.size, st.seed)
         except DyntexError as e:
             per_clip.append({**entry, "skip": str(e).splitlines()[0]})
             continue
-        observed = clip.observed
-        missing = clip_mask(src.name, occlude, clip.T, st.size, st.seed)
         panels = [observed, np.where(missing[..., None], 0.0, observed)]
+        if own:    # what the statistics say with the object still in place
+            entry["observed"] = hole_statistics(observed, missing)
         for method in methods:
             key = _digest({"v": CACHE_VERSION, "clip": clip.key, "method": method, "occlude": tag,
                            "seed": st.seed, "config": _coop_config(st, clip.T).to_dict()
                            if method == "coop" else None,
-                           **({"scheme": COOP_RECOVERY_SCHEME} if method == "coop" else {})})
+                           **({"scheme": COOP_RECOVERY_SCHEME} if method == "coop" else {}),
+                           **({"mask": hashlib.sha1(np.packbits(missing)).hexdigest(),
+                               "start": entry["start"]} if own else {})})
             folder = cache / src.name / f"recovery-{method}-{key}"
             try:
                 recovered = np.load(folder / "recovered.npy")
@@ -156,7 +246,8 @@ def run_recovery(data_dir: str | Path, out: str | Path, st: Settings, occlude: s
                 seconds = time.perf_counter() - t0
                 if method == "coop":   # the training's own clock, which counts a resumed run's
                     seconds = RunFolder(folder / "run").elapsed_seconds() or seconds  # earlier part
-                info = {"seconds": seconds, **scores(recovered, observed, missing)}
+                info = {"seconds": seconds, **(hole_statistics(recovered, missing) if own
+                                               else scores(recovered, observed, missing))}
                 _write_npy(folder / "recovered.npy", recovered.astype(np.float32))
                 _write_json(folder / "info.json", _clean(info))
             entry["rows"][method] = info
@@ -166,9 +257,9 @@ def run_recovery(data_dir: str | Path, out: str | Path, st: Settings, occlude: s
         media[src.name] = (panels, ["observed", "masked"] + [RECOVERY_LABELS[m] for m in methods
                                                             if m in entry["rows"]
                                                             and "error" not in entry["rows"][m]])
-    results = {"task": "recovery", "occlude": occlude, "methods": list(methods),
+    results = {"task": "recovery", "occlude": tag if own else occlude, "methods": list(methods),
                "settings": {k: v for k, v in asdict(st).items() if k != "progress"},
-               "clips": per_clip, "means": _means(per_clip, methods),
+               "clips": per_clip, "means": _means(per_clip, methods, OWN_SCORES if own else SCORES),
                "wall_seconds": time.perf_counter() - start}
     results["text"] = _table_text(results, st)
     _write_json(out / f"recovery_{tag}.json", _clean(results))
@@ -206,43 +297,60 @@ def _read_info(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "info.json").read_text())
 
 
-def _means(per_clip: list[dict], methods: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Per method: means over clips, and on how many clips its MAE is the lowest."""
+def _means(per_clip: list[dict], methods: tuple[str, ...], names: tuple[str, ...] = SCORES
+           ) -> dict[str, dict[str, Any]]:
+    """Per method: means over clips of each score in ``names`` and of the seconds, and (with
+    ground truth) on how many clips its MAE is the lowest."""
     ok = [{m: r for m, r in c.get("rows", {}).items() if "error" not in r} for c in per_clip]
     out = {}
     for m in methods:
         got = [rows[m] for rows in ok if m in rows]
-        psnrs = [g["psnr"] for g in got if g["psnr"] is not None]
-        out[m] = {"clips": len(got),
-                  "mae": float(np.mean([g["mae"] for g in got])) if got else None,
-                  "psnr": float(np.mean(psnrs)) if psnrs else None,
-                  "seconds": float(np.mean([g["seconds"] for g in got])) if got else None,
-                  "wins": sum(m in rows and rows[m]["mae"] <= min(r["mae"] for r in rows.values())
-                              for rows in ok)}
+        out[m] = {"clips": len(got)}
+        for name in (*names, "seconds"):
+            values = [g[name] for g in got if g.get(name) is not None]
+            out[m][name] = float(np.mean(values)) if values else None
+        if "mae" in names:
+            out[m]["wins"] = sum(m in rows and rows[m]["mae"] <= min(r["mae"] for r in rows.values())
+                                 for rows in ok)
     return out
 
 
 def _table_text(results: dict[str, Any], st: Settings) -> str:
     methods = results["methods"]
-    head = (f"## Recovery, {results['occlude']}: first T={st.frames} frames at {st.size}x{st.size}, "
-            f"scored on the missing pixels only (MAE on 0-255 ↓ / PSNR dB ↑)\n\n")
-    lines = ["| clip | missing | " + " | ".join(RECOVERY_LABELS[m] for m in methods) + " |",
-             "|---|---|" + "---|" * len(methods)]
+    own = results["occlude"] == OWN
+    names = OWN_SCORES if own else SCORES
+    cell = "{:.3f}" if own else "{:.2f}"
+    if own:
+        head = (f"## Recovery, each clip's own mask: the T={st.frames} frames at {st.size}x{st.size} "
+                f"where it hides the most, the hole against the clip's known pixels (no ground "
+                f"truth; spectrum ↓ / motion ↓, 0 = the hole looks like the background)\n\n")
+    else:
+        head = (f"## Recovery, {results['occlude']}: first T={st.frames} frames at "
+                f"{st.size}x{st.size}, scored on the missing pixels only (MAE on 0-255 ↓ / "
+                f"PSNR dB ↑)\n\n")
+    first = ["object in place"] if own else []
+    lines = ["| clip | missing | " + " | ".join(first + [RECOVERY_LABELS[m] for m in methods]) + " |",
+             "|---|---|" + "---|" * (len(first) + len(methods))]
+
+    def pair(r: dict[str, Any]) -> str:
+        return " / ".join(_fmt(r.get(n), cell) for n in names)
+
     for c in results["clips"]:
         if c.get("skip"):
-            lines.append(f"| {c['clip']} | skipped: {c['skip']} |" + " |" * len(methods))
+            lines.append(f"| {c['clip']} | skipped: {c['skip']} |" + " |" * (len(first) + len(methods)))
             continue
-        cells = []
-        for m in methods:
-            r = c["rows"].get(m, {})
-            cells.append("failed" if "error" in r else
-                         f"{_fmt(r.get('mae'), '{:.2f}')} / {_fmt(r.get('psnr'), '{:.2f}')}")
-        lines.append(f"| {c['clip']} | {100 * c['missing_share']:.0f} % | " + " | ".join(cells) + " |")
+        cells = [pair(c["observed"])] if own else []
+        cells += ["failed" if "error" in c["rows"].get(m, {}) else pair(c["rows"].get(m, {}))
+                  for m in methods]
+        where = f" (frames {c['start'] + 1}–{c['start'] + st.frames})" if own else ""
+        lines.append(f"| {c['clip']} | {100 * c['missing_share']:.0f} %{where} | " + " | ".join(cells)
+                     + " |")
     means = results["means"]
-    lines.append("| **mean** | | " + " | ".join(
-        f"**{_fmt(means[m]['mae'], '{:.2f}')} / {_fmt(means[m]['psnr'], '{:.2f}')}**"
-        for m in methods) + " |")
-    lines.append("| lowest MAE on (clips) | | " + " | ".join(str(means[m]["wins"]) for m in methods) + " |")
-    lines.append("| seconds per clip | | " + " | ".join(_fmt(means[m]["seconds"], "{:.1f}")
-                                                       for m in methods) + " |")
+    lines.append("| **mean** | | " + " | ".join([""] * len(first) + [
+        f"**{pair(means[m])}**" for m in methods]) + " |")
+    if not own:
+        lines.append("| lowest MAE on (clips) | | " + " | ".join(str(means[m]["wins"])
+                                                              for m in methods) + " |")
+    lines.append("| seconds per clip | | " + " | ".join([""] * len(first) + [
+        _fmt(means[m]["seconds"], "{:.1f}") for m in methods]) + " |")
     return head + "\n".join(lines) + "\n"

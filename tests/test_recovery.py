@@ -262,6 +262,63 @@ def test_recovery_benchmark_refuses_bad_settings(video: Path, tmp_path: Path):
     assert r.exit_code == 1 and "block:B" in r.output
 
 
+def test_hole_statistics_compare_the_hole_with_the_known_pixels():
+    """A periodic random texture translating 1 px per frame, its centre the hole: the same
+    moving texture in the hole scores low on both; a flat fill lacks every band's energy; the
+    texture frozen in the hole lacks its motion; the texture mirrored (moving the other way) has
+    the right band energies but the wrong motion."""
+    import cv2
+
+    from dyntex.eval.recovery import hole_statistics
+
+    noise = np.random.default_rng(0).random((64, 64)).astype(np.float32)
+    base = cv2.GaussianBlur(np.tile(noise, (3, 3)), (0, 0), 2)[64:128, 64:128]  # periodic
+    base = (base - base.min()) / (base.max() - base.min())
+    clip = np.repeat(np.stack([np.roll(base, t, axis=1) for t in range(16)])[..., None], 3, -1)
+    missing = np.zeros((16, 64, 64), bool)
+    missing[:, 16:48, 16:48] = True
+
+    def stats(inside):
+        return hole_statistics(np.where(missing[..., None], inside, clip), missing)
+
+    same, flat, frozen, mirrored = stats(clip), stats(0.5), stats(clip[:1]), stats(clip[:, :, ::-1])
+    assert same["spectrum"] < 0.2 and same["motion"] < 0.3
+    assert flat["spectrum"] > 1.0
+    assert frozen["spectrum"] > 0.8 and frozen["motion"] > 0.45
+    assert mirrored["spectrum"] < 0.2 and mirrored["motion"] > 0.5
+
+
+def test_recovery_benchmark_with_each_clips_own_mask(tmp_path: Path):
+    """--occlude own: a clip's mask video in its sub-folder, over the window where it hides the
+    most (here it hides nothing in the first T frames); scores compare the hole with the clip's
+    known pixels, with the unrecovered clip as a reference; a clip without a mask is skipped."""
+    from dyntex.eval import recovery as task
+
+    frames = 3 * T
+    data = tmp_path / "clips"
+    (data / "lake").mkdir(parents=True)
+    clip = grating(frames)
+    box = np.zeros((frames, S, S, 3), np.uint8)
+    box[2 * T:, 4:10, 4:10] = 255                     # the object is there from frame 2T on
+    write_video(data / "lake" / "lake_input.mp4", np.where(box > 0, 0, clip).astype(np.uint8), 25)
+    write_video(data / "lake" / "lake_mask.mp4", box, 25)
+    write_video(data / "plain.mp4", clip, 25)
+    assert task.own_mask_file(task.find_clips(data)[0], data).name == "lake_mask.mp4"
+    kw = dict(frames=T, size=S, preset="tiny", iters=2, device="cpu", progress=False)
+    result = task.run_recovery_benchmark(data, tmp_path / "out", "own",
+                                         methods="interp,telea", **kw)
+    lake, plain = result["clips"]
+    assert plain["skip"].startswith("no mask of its own")
+    # the 6 x 6 box, grown by the mp4's ringing around it (a mask pixel is missing if nonzero)
+    assert lake["start"] == 2 * T and 36 / S ** 2 <= lake["missing_share"] < 2 * 36 / S ** 2
+    # the object in place is a still black box where the background drifts: no motion, no detail
+    assert lake["observed"]["motion"] > 0.3 and lake["observed"]["spectrum"] > 0.3
+    for r in lake["rows"].values():
+        assert set(r) == {"seconds", "spectrum", "motion"}
+    assert "(frames 17–24)" in result["text"] and "object in place" in result["text"]
+    assert (tmp_path / "out" / "recovery_own.md").is_file()
+
+
 def test_the_estimate_is_the_generator_rendering_at_the_missing_pixels():
     """Before any iteration the recovery is the interpolated start; after, the missing pixels
     are the generator's rendering of the clip's latent, the known ones the clip's, whatever the
