@@ -235,7 +235,9 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     masked = np.where(missing[..., None], 0.0, clip).astype(np.float32)
     pixels = [to_pixels(a) for a in (clip, masked, recovered)]
     paths = {"recovered.npy": save_npy(out / "recovered.npy", recovered),
-             "mask.npy": save_npy(out / "mask.npy", missing)}
+             "mask.npy": save_npy(out / "mask.npy", missing),
+             "comparison.png": write_png(out / "comparison.png", contact_sheet(
+                 pixels, labels=["observed", "masked", "recovered"]))}
     for ext in ("mp4", "gif"):
         paths[f"recovered.{ext}"] = write_video(out / f"recovered.{ext}", pixels[2], native.fps)
         paths[f"comparison.{ext}"] = write_video(

@@ -19,12 +19,12 @@ Methods (``RECOVERY_METHODS``):
   reconstruction (the fitted states mapped through C; the dynamics A play no part in it).
 
 Scores over the missing pixels only (every channel): mean absolute error on the 0-255 scale and
-PSNR (dB, peak 1). ``--occlude own`` uses each clip's own mask instead (a mask video, or a
-``.mat``/``.npy`` array named ``mask*``, in the clip's sub-folder: boats, chatelet_fountain), which
-hides an object with no ground truth behind it; there the recovered pixels are scored against the
-known background of the same clip (:func:`hole_statistics`), and clips without a mask are skipped. The occlusion of a clip is drawn from ``numpy.random.default_rng((seed,
-crc32(clip name)))``, the same for every method. Results are cached per (clip, method,
-occlusion, settings) under ``OUT/cache/CLIP/recovery-…``.
+PSNR (dB, peak 1). The occlusion of a clip is drawn from ``numpy.random.default_rng((seed,
+crc32(clip name)))``, the same for every method. ``--occlude own`` uses each clip's own mask
+instead (:func:`own_mask_file`; of the shared clips, boats and chatelet_fountain), which hides an
+object with no ground truth behind it: the recovered hole is scored against the clip's known
+pixels (:func:`hole_statistics`), and clips without a mask are skipped. Results are cached per
+(clip, method, occlusion, settings) under ``OUT/cache/CLIP/recovery-…``.
 """
 from __future__ import annotations
 

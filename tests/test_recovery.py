@@ -140,6 +140,8 @@ def test_recover_keeps_known_pixels_and_writes_every_output(video: Path, tmp_pat
     for name in ("recovered.mp4", "recovered.gif", "comparison.mp4", "comparison.gif"):
         assert (out / name).is_file(), name
     assert read_video(out / "comparison.mp4").frames.shape[2] == 3 * S + 2 * 2
+    sheet = np.asarray(Image.open(out / "comparison.png"))      # 3 rows: observed, masked, recovered
+    assert sheet.shape[0] == 3 * (S + 2) + 2 and sheet.shape[2] == 3
     state = torch.load(checkpoint_paths(out / "run")[-1], weights_only=True)
     assert state["data"]["completed"].shape == (1, 3, T, S, S)           # resumable completion
     assert state["data"]["latent"].ndim == 5 and len(state["data"]["latent"]) == 1  # its X
