@@ -204,7 +204,8 @@ def recover(video: Path, mask: Path | None, occlude: str | None, out: Path, run_
     paths = api.recover(video, out, cfg, mask=mask, occlude=occlude, run=run_dir, steps=steps,
                         resume=resume, progress=not quiet, device=flags.get("device") or "auto")
     click.echo(f"wrote {out}/recovered.mp4, recovered.gif, recovered.npy, mask.npy, "
-               f"comparison.mp4, comparison.gif" + (" and run/" if "run" in paths else ""))
+               f"comparison.mp4, comparison.gif, comparison.png"
+               + (" and run/" if "run" in paths else ""))
 
 
 @main.command()
