@@ -248,6 +248,9 @@ def report(run_dir: Path) -> None:
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=DEFAULT_PRESET,
               show_default=True, help="CoopNets preset: its networks and optimisation (T and S are --frames and --size).")
 @click.option("--iters", type=int, default=None, help="CoopNets iterations (default: the preset's).")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="JSON file of CoopNets settings on top of --preset (keys as in "
+                   "RUN_DIR/config.json; T, S, iterations and seed stay the options above).")
 @click.option("--samples", type=int, default=3, show_default=True, help="K: samples per method.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "-o", default="results", show_default=True, type=click.Path(path_type=Path),
@@ -274,9 +277,14 @@ def report(run_dir: Path) -> None:
                    "scored against its known background).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def benchmark(data_dir: Path, out: Path, quiet: bool, task: str, occlude: str,
-              **options: Any) -> None:
+              config_file: Path | None, **options: Any) -> None:
     """Compare CoopNets with LDS, HOSVD and FFT-LDS on the clips in DATA_DIR."""
     from dyntex.eval.benchmark import run_benchmark
+
+    settings = load_config_file(config_file) if config_file else {}
+    if "__preset__" in settings:                # refused with the other protocol keys
+        settings["preset"] = settings.pop("__preset__")
+    options["coop_settings"] = settings
 
     if task == "recovery":
         from dyntex.eval.recovery import run_recovery_benchmark
@@ -284,7 +292,7 @@ def benchmark(data_dir: Path, out: Path, quiet: bool, task: str, occlude: str,
         given = click.get_current_context().get_parameter_source("methods")
         methods = options.pop("methods") if given != click.core.ParameterSource.DEFAULT else None
         options.pop("methods", None)
-        keep = ("clips", "frames", "size", "seed", "preset", "iters", "device")
+        keep = ("clips", "frames", "size", "seed", "preset", "iters", "device", "coop_settings")
         result = run_recovery_benchmark(data_dir, out, occlude, methods, progress=not quiet,
                                         **{k: options[k] for k in keep})
         click.echo(result["text"])

@@ -43,8 +43,10 @@ class Config:
                                 # differences at its finest scale, doubled per scale (0: off)
     noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
                                 # (the standard preset sets 0.6)
-    fine_channels: int = 0      # multiscale: width of a full-resolution stage in both networks
-                                # (generator: with its own noise map; 0: off)
+    fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
+                                # generator, with its own noise map (0: off)
+    des_fine_channels: int = 0  # multiscale: width of a stride-1 full-resolution term in the
+                                # descriptor (0: off; docs/quality.md: it bought nothing measurable)
     labels: str = ""            # class names, comma-separated: one class-conditional model
                                 # over several textures (multiscale; "" : unconditional)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
@@ -93,7 +95,7 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels", "fine_channels", "labels")
+              "motion_channels", "fine_channels", "des_fine_channels", "labels")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -126,7 +128,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
 _NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries", "layout_channels",
-                 "motion_channels", "persistent", "fine_channels"}
+                 "motion_channels", "persistent", "fine_channels", "des_fine_channels"}
 _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
@@ -177,6 +179,10 @@ def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> Config:
 
 def config_from_dict(values: Mapping[str, Any]) -> Config:
     """A config from a complete plain dict (``config.json``, a checkpoint), validated."""
+    values = dict(values)
+    if "fine_channels" in values and "des_fine_channels" not in values:
+        # saved before des_fine_channels existed, when fine_channels built both networks' stages
+        values["des_fine_channels"] = values["fine_channels"]
     return _build(Config().to_dict(), values)
 
 
@@ -191,7 +197,7 @@ def _check_shapes(cfg: Config) -> None:
     from .nets import check_shape  # shape rules live with the networks
 
     check_shape(cfg.arch, cfg.frames, cfg.size)
-    for key in ("layout_channels", "motion_channels", "fine_channels"):
+    for key in ("layout_channels", "motion_channels", "fine_channels", "des_fine_channels"):
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")

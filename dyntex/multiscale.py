@@ -193,15 +193,16 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
-                     fine_channels: int = 0) -> tuple[Descriptor, Generator]:
+                     fine_channels: int = 0,
+                     des_fine_channels: int = 0) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
     ``noise_weight``: the starting weight of the per-pixel noise maps (learned, but at the
     generator's rate they move little within a run: docs/quality.md).
-    ``fine_channels`` > 0: both networks get a stage at full resolution of that width: the
-    generator's last upsampling feeds a stage with its own noise map before a conv 3^3 to RGB;
-    the descriptor gets a stride-1 conv 3^3 with its own head."""
+    ``fine_channels`` > 0: the generator's last upsampling feeds a full-resolution stage of that
+    width, with its own noise map, before a conv 3^3 to RGB. ``des_fine_channels`` > 0: the
+    descriptor gets a stride-1 conv 3^3 of that width with its own head."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -241,9 +242,9 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
 
     trunk, heads = pyramid(des_channels)
     fc = nn.Conv3d(des_channels[-1], 16 * outputs, (1, size // 8, size // 8)) if des_fc else None
-    fine = ((nn.Sequential(nn.Conv3d(channels, fine_channels, 3, padding=1,
+    fine = ((nn.Sequential(nn.Conv3d(channels, des_fine_channels, 3, padding=1,
                                      padding_mode="replicate"), nn.ReLU()),
-             nn.Conv3d(fine_channels, outputs, 1)) if fine_channels else None)
+             nn.Conv3d(des_fine_channels, outputs, 1)) if des_fine_channels else None)
     des = MultiScaleDescriptor(trunk, heads, fc,
                                pyramid(motion_channels) if motion_channels else None, classes,
                                fine)

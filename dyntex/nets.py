@@ -32,7 +32,7 @@ Three architectures:
       (the clip's fixed layout);
     * descriptor: a strided pyramid (kernel 4, stride 2, replicate padding) whose every scale
       adds the summed response of a 1x1 head to f (energies of local statistics at 3 scales),
-      optionally (``fine_channels``) a stride-1 full-resolution scale, a small spatially
+      optionally (``des_fine_channels``) a stride-1 full-resolution scale, a small spatially
       fully-connected last term (the frame's layout), and optionally the same pyramid on the
       temporal differences Y[t+1] - Y[t] (the texture of the motion).
 

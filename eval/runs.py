@@ -13,7 +13,9 @@ import numpy as np
 from dyntex.eval import calibration, metrics
 from dyntex.eval.baselines import BASELINES
 from dyntex.eval.loading import read_head_tail
-from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION, METHODS,
+from dyntex.errors import ConfigError
+from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION, COOP_PROTOCOL_KEYS,
+                                  METHODS,
                                   METRICS_VERSION, MIN_FRAMES, NEURAL_METHODS, NEW, PSNR_CAP,
                                   REFERENCES, Settings,
                                   _clean, _digest, _single_threaded_blas, _write_json, _write_npy)
@@ -144,9 +146,14 @@ def _coop_config(st: Settings, frames: int):
     from dyntex.config import MOTION_MIN_FRAMES, make_config
 
     # a clip shorter than the motion branch needs trains without it (README, Protocol)
+    fixed = set(st.coop_settings) & set(COOP_PROTOCOL_KEYS)
+    if fixed:
+        raise ConfigError(f"the benchmark sets {', '.join(sorted(fixed))} itself (--preset, "
+                          f"--frames, --size, --iters, --seed, --device); remove it from the "
+                          f"CoopNets settings")
     short = {"motion_channels": 0} if frames < MOTION_MIN_FRAMES else {}
-    return make_config(st.preset, frames=frames, size=st.size, iters=st.iters, seed=st.seed,
-                       device=st.device, window="first", **short)
+    return make_config(st.preset, **{**st.coop_settings, **short}, frames=frames, size=st.size,
+                       iters=st.iters, seed=st.seed, device=st.device, window="first")
 
 
 # Config settings added after results were cached: at these values they leave cache keys as
@@ -155,8 +162,13 @@ _ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_cha
 
 
 def _config_key(cfg) -> dict[str, Any]:
-    return {k: v for k, v in cfg.to_dict().items()
-            if not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])}
+    key = {k: v for k, v in cfg.to_dict().items()
+           if not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])}
+    # before des_fine_channels existed, fine_channels built both networks' full-resolution
+    # stages: a key without it means des_fine_channels == fine_channels
+    if key["des_fine_channels"] == cfg.fine_channels:
+        del key["des_fine_channels"]
+    return key
 
 
 def _baseline_of(row: str) -> tuple[str, str]:
@@ -305,7 +317,6 @@ class ConditionalRun:
         """The trained model (trained here the first time; a finished run is only loaded)."""
         if self._model is None:
             from dyntex.clips import ClassWindows, TensorClips
-            from dyntex.errors import ConfigError
             from dyntex.trainer import Trainer, read_metrics
 
             if self.config is None:

@@ -7,7 +7,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class Settings:
     preset: str = DEFAULT_PRESET                # CoopNets preset
     iters: int | None = None                    # CoopNets iterations (None: the preset's)
     device: str | None = None                   # CoopNets device (None: the preset's, "auto")
+    coop_settings: dict[str, Any] = field(default_factory=dict)  # CoopNets settings on top of
+                                                # the preset (--config; not T, S, iters, seed)
     noise: bool = True                          # False: deterministic baseline rollouts
     stabilize: bool = False                     # reflect unstable eigenvalues of A
     rgb: bool = False                           # PSNR/SSIM on RGB instead of luma
@@ -86,6 +88,10 @@ class Settings:
     @property
     def memo(self) -> int:
         return self.memo_frames if self.memo_frames is not None else 8 * self.frames
+
+
+# CoopNets settings the benchmark's protocol fixes (its own options set them), so --config may not
+COOP_PROTOCOL_KEYS = ("preset", "frames", "size", "window", "iters", "seed", "device")
 
 
 @dataclass

@@ -61,8 +61,9 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
             n_clips: int, classification: dict[str, Any] | None = None) -> tuple[str, str]:
     """(printed text, table.md)."""
     mode = "RGB" if st.rgb else "luma"
-    coop = f"; CoopNets: preset {st.preset}, {_coop_config(st, st.frames).iters} iterations" \
-        if "coop" in st.methods else ""
+    extra = "".join(f", {k} {v}" for k, v in sorted(st.coop_settings.items()))
+    coop = f"; CoopNets: preset {st.preset}{extra}, {_coop_config(st, st.frames).iters} " \
+        f"iterations" if "coop" in st.methods else ""
     head = (f"Each method fit on the first T={st.frames} frames at {st.size}x{st.size}, "
             f"K={st.samples} samples of T frames; baselines {'roll out with noise' if st.noise else 'deterministic (reconstruction)'}"
             f"{', stabilised' if st.stabilize else ''}{coop}; PSNR/SSIM on {mode}; "

@@ -394,6 +394,30 @@ def test_cli_benchmark(data_dir: Path, tmp_path: Path) -> None:
     assert (tmp_path / "table.md").is_file()
 
 
+def test_cli_benchmark_config_file_changes_the_coop_settings(data_dir: Path, tmp_path: Path) -> None:
+    """--config: CoopNets settings on top of the preset, in the results, the legend and the cache
+    key; keys the protocol fixes are one-line errors that write nothing."""
+    args = ["benchmark", str(data_dir), "--methods", "coop", "--clips", "wave", "--frames", str(T),
+            "--size", str(S), "--samples", "2", "--preset", "tiny", "--iters", "1", "--no-ps",
+            "--device", "cpu", "--quiet"]
+    (tmp_path / "set.json").write_text('{"latent_channels": 2, "langevin_steps": 1}')
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, args + ["--out", str(out), "--config", str(tmp_path / "set.json")])
+    assert result.exit_code == 0, result.output
+    assert "preset tiny, langevin_steps 1, latent_channels 2, 1 iterations" in result.output
+    saved = json.loads((out / "results.json").read_text())["coop_config"]
+    assert saved["latent_channels"] == 2 and saved["langevin_steps"] == 1 and saved["iters"] == 1
+    plain = CliRunner().invoke(main, args + ["--out", str(out)])
+    assert plain.exit_code == 0, plain.output
+    assert len(list((out / "cache" / "wave").glob("coop-*"))) == 2  # its own cache entry
+    for bad in ('{"iters": 5}', '{"preset": "fast"}', '{"nope": 1}', '[1]'):
+        (tmp_path / "bad.json").write_text(bad)
+        result = CliRunner().invoke(main, args + ["--out", str(tmp_path / "never"),
+                                                  "--config", str(tmp_path / "bad.json")])
+        assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
+        assert not (tmp_path / "never").exists()
+
+
 def test_cli_bad_data_dir_is_one_line(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["benchmark", str(tmp_path / "nowhere"), "--methods", "lds",
                                        "--out", str(tmp_path / "out")])

@@ -85,9 +85,13 @@ def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
     changes mainly the 3 x 3 x 3 pixels around it (elsewhere only through the batch statistics);
-    the descriptor adds a stride-1 scale to f."""
+    des_fine_channels: the descriptor adds a stride-1 scale to f (each is independent)."""
     torch.manual_seed(0)
-    des, gen = build_nets("multiscale", 16, 16, 4, fine_channels=3)
+    alone, _ = build_nets("multiscale", 16, 16, 4, fine_channels=3)
+    assert alone.fine_layer is None
+    _, plain = build_nets("multiscale", 16, 16, 4, des_fine_channels=3)
+    assert plain.latent_shape()[0] == 4 + 8 + 64  # no full-resolution noise block
+    des, gen = build_nets("multiscale", 16, 16, 4, fine_channels=3, des_fine_channels=3)
     assert gen.latent_shape() == (4 + 8 + 64 + 256, gen.latent_frames(), 2, 2)
     assert gen.stages[-1].grid == (4, 8, 8) and gen.stages[-1].noise_weight is not None
     z = torch.randn(2, *gen.latent_shape())
@@ -193,7 +197,8 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
                     run_dir=tmp_path).fit(_clips())
     raw = torch.load(checkpoint_paths(tmp_path)[-1], map_location="cpu", weights_only=True)
     assert raw["config"]["motion_channels"] == 4 and raw["config"]["preset"] == "standard"
-    assert raw["config"]["fine_channels"] == 2
+    assert raw["config"]["fine_channels"] == 2 and raw["config"]["des_fine_channels"] == 0
+    assert model.descriptor.fine_layer is None
     loaded, _ = load_model(tmp_path)
     assert loaded.config.motion_channels == 4 and loaded.ref_mean.abs().sum() > 0
     for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
@@ -201,6 +206,26 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
     a = model.synthesize(2, langevin_steps=1, generator=torch.Generator().manual_seed(5))
     b = loaded.synthesize(2, langevin_steps=1, generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b)
+
+
+def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stages():
+    """fine_channels used to build both networks' stages: an old config.json / checkpoint (no
+    des_fine_channels key) loads with the descriptor's term, and keeps its benchmark cache key;
+    the generator-only stage gets a key of its own."""
+    from dyntex.config import config_from_dict
+    from dyntex.eval.runs import _ADDED_SETTINGS, _config_key
+
+    both = make_config("standard", fine_channels=2, des_fine_channels=2)
+    old = {k: v for k, v in both.to_dict().items() if k != "des_fine_channels"}
+    assert config_from_dict(old) == both
+    # the key the code wrote before des_fine_channels existed
+    assert _config_key(both) == {k: v for k, v in old.items()
+                                 if not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])}
+    generator_only = make_config("standard", fine_channels=2, des_fine_channels=0)
+    assert config_from_dict(generator_only.to_dict()) == generator_only
+    assert _config_key(generator_only) != _config_key(both)
+    none = make_config("standard", fine_channels=0)
+    assert "des_fine_channels" not in _config_key(none) and "fine_channels" not in _config_key(none)
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -213,6 +238,8 @@ def test_standard_model_round_trips_through_a_weights_only_checkpoint(tmp_path):
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 8},
      "'fine_channels' needs arch 'multiscale'"),
     ({"fine_channels": -1}, "fine_channels"),
+    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 0,
+      "des_fine_channels": 4}, "'des_fine_channels' needs arch 'multiscale'"),
     ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
