@@ -14,9 +14,9 @@ from dyntex.eval import calibration, metrics
 from dyntex.eval.baselines import BASELINES
 from dyntex.eval.loading import read_head_tail
 from dyntex.errors import ConfigError
-from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION, COOP_PROTOCOL_KEYS,
-                                  METHODS,
-                                  METRICS_VERSION, MIN_FRAMES, NEURAL_METHODS, NEW, PSNR_CAP,
+from dyntex.eval.settings import (BASELINE_METHODS, CACHE_VERSION, CALIBRATION,
+                                  COOP_PROTOCOL_KEYS, METHODS, METRICS_VERSION, MIN_FRAMES,
+                                  NEURAL_METHODS, NEW, PSNR_CAP,
                                   REFERENCES, Settings,
                                   _clean, _digest, _single_threaded_blas, _write_json, _write_npy)
 from dyntex.inputs import ClipSource
@@ -145,12 +145,12 @@ class _ClipData:
 def _coop_config(st: Settings, frames: int):
     from dyntex.config import MOTION_MIN_FRAMES, make_config
 
-    # a clip shorter than the motion branch needs trains without it (README, Protocol)
     fixed = set(st.coop_settings) & set(COOP_PROTOCOL_KEYS)
     if fixed:
         raise ConfigError(f"the benchmark sets {', '.join(sorted(fixed))} itself (--preset, "
                           f"--frames, --size, --iters, --seed, --device); remove it from the "
                           f"CoopNets settings")
+    # a clip shorter than the motion branch needs trains without it (README, Protocol)
     short = {"motion_channels": 0} if frames < MOTION_MIN_FRAMES else {}
     return make_config(st.preset, **{**st.coop_settings, **short}, frames=frames, size=st.size,
                        iters=st.iters, seed=st.seed, device=st.device, window="first")
