@@ -12,7 +12,8 @@ from typing import Any
 import click
 
 from dyntex import allocator
-from dyntex.config import DEFAULT_PRESET, PRESETS, config_from_sources, load_config_file
+from dyntex.config import (DEFAULT_PRESET, PRESETS, config_from_sources, load_config_file,
+                           load_saved_config)
 from dyntex.errors import DyntexError, InputWarning
 
 # Exit codes: 1 = bad input / settings / outputs (one line on stderr), 130 = interrupted.
@@ -118,7 +119,7 @@ def train(input_path: Path, out: Path, resume: bool, quiet: bool, conditional: b
     saved = out / "config.json"
     file_values = load_config_file(config_file) if config_file else None
     if resume and saved.exists() and file_values is None and preset is None:
-        file_values = load_config_file(saved)  # continue with the run's own settings
+        file_values = load_saved_config(out)  # continue with the run's own settings
     cfg = config_from_sources(preset, file_values, {k: flags[k] for k in _OVERRIDES})
     trainer = api.train(input_path, out, cfg, resume=resume, progress=not quiet,
                         conditional=conditional)
@@ -199,7 +200,7 @@ def recover(video: Path, mask: Path | None, occlude: str | None, out: Path, run_
     file_values = load_config_file(config_file) if config_file else None
     saved = out / "run" / "config.json"
     if resume and saved.exists() and file_values is None and preset is None:
-        file_values = load_config_file(saved)
+        file_values = load_saved_config(out / "run")
     cfg = config_from_sources(preset, file_values, {k: flags[k] for k in _OVERRIDES})
     paths = api.recover(video, out, cfg, mask=mask, occlude=occlude, run=run_dir, steps=steps,
                         resume=resume, progress=not quiet, device=flags.get("device") or "auto")

@@ -179,11 +179,16 @@ def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> Config:
 
 def config_from_dict(values: Mapping[str, Any]) -> Config:
     """A config from a complete plain dict (``config.json``, a checkpoint), validated."""
+    return _build(Config().to_dict(), upgrade_saved(values))
+
+
+def upgrade_saved(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a run saved (``config.json``, a checkpoint), in today's meaning."""
     values = dict(values)
     if "fine_channels" in values and "des_fine_channels" not in values:
         # saved before des_fine_channels existed, when fine_channels built both networks' stages
         values["des_fine_channels"] = values["fine_channels"]
-    return _build(Config().to_dict(), values)
+    return values
 
 
 def _build(values: dict[str, Any], overrides: Mapping[str, Any]) -> Config:
@@ -224,6 +229,11 @@ def _check_shapes(cfg: Config) -> None:
 def class_names(cfg: Config) -> list[str]:
     """The class names of a class-conditional config (``[]``: unconditional)."""
     return cfg.labels.split(",") if cfg.labels else []
+
+
+def load_saved_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's ``config.json`` as overrides that continue the run as it was trained."""
+    return upgrade_saved(load_config_file(Path(run_dir) / "config.json"))
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

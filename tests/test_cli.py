@@ -71,6 +71,30 @@ def test_resume_extends_the_run_with_its_own_settings(clip, tmp_path):
     assert torch.load(ckpt, weights_only=True)["step"] == 4
 
 
+def test_a_run_saved_before_des_fine_channels_resumes_with_both_stages(clip, tmp_path):
+    """fine_channels used to build both networks' full-resolution stages: a run folder from then
+    (no des_fine_channels in config.json or its checkpoints) resumes and synthesizes as trained."""
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"latent_channels": 4, "layout_channels": 2, "motion_channels": 4,
+                               "langevin_steps": 1, "fine_channels": 2, "des_fine_channels": 2}))
+    run = tmp_path / "run"
+    args = ["--preset", "standard", "--frames", "12", "--size", "16", "-q"]
+    r = _run("train", clip, "--out", run, "--config", cfg, "--iters", "1", *args)
+    assert r.exit_code == 0, r.output
+    saved = json.loads((run / "config.json").read_text())
+    del saved["des_fine_channels"]
+    (run / "config.json").write_text(json.dumps(saved))
+    for ckpt in (run / "checkpoints").glob("step_*.pt"):
+        state = torch.load(ckpt, weights_only=True)
+        del state["config"]["des_fine_channels"]
+        torch.save(state, ckpt)
+    r = _run("train", clip, "--out", run, "--resume", "--iters", "2", "-q")
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "config.json").read_text())["des_fine_channels"] == 2
+    r = _run("synthesize", run, "-n", "1", "--out", tmp_path / "syn", "--format", "npy")
+    assert r.exit_code == 0, r.output
+
+
 def test_config_file_and_flag_precedence(clip, tmp_path):
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({"preset": "tiny", "iters": 1, "chains": 3, "seed": 5}))
