@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from dyntex.errors import ConfigError, DyntexError, InputError
-from dyntex.eval.runs import _ClipData, _coop_config
+from dyntex.eval.runs import _ClipData, _coop_config, coop_description
 from dyntex.eval.settings import (CACHE_VERSION, Settings, _clean, _digest, _fmt, _write_json,
                                   _write_npy, _write_text)
 from dyntex.inputs import find_clips
@@ -328,6 +328,8 @@ def _table_text(results: dict[str, Any], st: Settings) -> str:
         head = (f"## Recovery, {results['occlude']}: first T={st.frames} frames at "
                 f"{st.size}x{st.size}, scored on the missing pixels only (MAE on 0-255 ↓ / "
                 f"PSNR dB ↑)\n\n")
+    if "coop" in methods:
+        head += f"CoopNets: {coop_description(st)}.\n\n"
     first = ["object in place"] if own else []
     lines = ["| clip | missing | " + " | ".join(first + [RECOVERY_LABELS[m] for m in methods]) + " |",
              "|---|---|" + "---|" * (len(first) + len(methods))]

@@ -156,6 +156,12 @@ def _coop_config(st: Settings, frames: int):
                        iters=st.iters, seed=st.seed, device=st.device, window="first")
 
 
+def coop_description(st: Settings) -> str:
+    """``preset P, <--config settings>, N iterations``: what CoopNets trained, for legends."""
+    extra = "".join(f", {k} {v}" for k, v in sorted(st.coop_settings.items()))
+    return f"preset {st.preset}{extra}, {_coop_config(st, st.frames).iters} iterations"
+
+
 # Config settings added after results were cached: at these values they leave cache keys as
 # they were (a new setting at its default changes no result).
 _ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0}

@@ -11,7 +11,7 @@ import numpy as np
 
 from dyntex.eval import metrics
 from dyntex.writing import side_by_side
-from dyntex.eval.runs import _baseline_of, _coop_config
+from dyntex.eval.runs import _baseline_of, coop_description
 from dyntex.eval.settings import (BASELINE_METHODS, COLUMNS, DASH, LABELS, NEW, PSNR_CAP, Settings,
                                   _DOC_KEYS, _digest, _fmt, _write_text)
 
@@ -61,9 +61,7 @@ def _render(st: Settings, clip_results: list[dict], summary: list[dict], rows: S
             n_clips: int, classification: dict[str, Any] | None = None) -> tuple[str, str]:
     """(printed text, table.md)."""
     mode = "RGB" if st.rgb else "luma"
-    extra = "".join(f", {k} {v}" for k, v in sorted(st.coop_settings.items()))
-    coop = f"; CoopNets: preset {st.preset}{extra}, {_coop_config(st, st.frames).iters} " \
-        f"iterations" if "coop" in st.methods else ""
+    coop = f"; CoopNets: {coop_description(st)}" if "coop" in st.methods else ""
     head = (f"Each method fit on the first T={st.frames} frames at {st.size}x{st.size}, "
             f"K={st.samples} samples of T frames; baselines {'roll out with noise' if st.noise else 'deterministic (reconstruction)'}"
             f"{', stabilised' if st.stabilize else ''}{coop}; PSNR/SSIM on {mode}; "

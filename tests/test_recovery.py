@@ -230,6 +230,7 @@ def test_recovery_benchmark_scores_missing_pixels_only(video: Path, tmp_path: Pa
     assert set(rows) == set(task.RECOVERY_METHODS)
     assert all(r["mae"] > 0 and r["psnr"] > 0 for r in rows.values())
     assert "| **mean** |" in result["text"] and (tmp_path / "out" / "recovery_block-6.md").is_file()
+    assert "CoopNets: preset tiny, 2 iterations." in result["text"]
     assert (tmp_path / "out" / "recovery_block-6" / "grating.mp4").is_file()
     again = task.run_recovery_benchmark(data, tmp_path / "out", "block:6", methods="interp", **kw)
     assert again["clips"][0]["rows"]["interp"] == rows["interp"]
