@@ -43,14 +43,10 @@ class Config:
                                 # differences at its finest scale, doubled per scale (0: off)
     noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
                                 # (the standard preset sets 0.6)
-    noise_memory: float = 0.0   # multiscale: lag-1 correlation in time of the noise maps
-                                # (an AR(1) process per stage frame; 0: white, as published)
     fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
                                 # generator, with its own noise map (0: off)
     des_fine_channels: int = 0  # multiscale: width of a stride-1 full-resolution term in the
                                 # descriptor (0: off; docs/quality.md: it bought nothing measurable)
-    antialias: int = 0          # multiscale: 1 = the descriptor blurs before each strided layer
-                                # (no 2-pixel grid in its input gradient, so in the revisions)
     labels: str = ""            # class names, comma-separated: one class-conditional model
                                 # over several textures (multiscale; "" : unconditional)
     # -- descriptor Langevin revision (paper Eq. 8 / Alg. 1 step D1) ----------------------------
@@ -99,7 +95,7 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels", "fine_channels", "des_fine_channels", "antialias", "labels")
+              "motion_channels", "fine_channels", "des_fine_channels", "labels")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -163,10 +159,6 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
-    if key == "antialias" and value not in (0, 1):
-        raise ConfigError(f"setting 'antialias' must be 0 or 1, got {value}")
-    if key == "noise_memory" and not 0 <= value < 1:
-        raise ConfigError(f"setting 'noise_memory' must be in [0, 1), got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:
@@ -216,12 +208,6 @@ def _check_shapes(cfg: Config) -> None:
                               f"set {key} to 0 or use the standard preset)")
     if cfg.noise_weight != Config.noise_weight and cfg.arch != "multiscale":
         raise ConfigError(f"setting 'noise_weight' needs arch 'multiscale' (got arch '{cfg.arch}': "
-                          f"its generator has no noise maps; use the standard preset)")
-    if cfg.antialias and cfg.arch != "multiscale":
-        raise ConfigError(f"setting 'antialias' needs arch 'multiscale' (got arch '{cfg.arch}'; "
-                          f"set antialias to 0 or use the standard preset)")
-    if cfg.noise_memory and cfg.arch != "multiscale":
-        raise ConfigError(f"setting 'noise_memory' needs arch 'multiscale' (got arch '{cfg.arch}': "
                           f"its generator has no noise maps; use the standard preset)")
     if cfg.labels:
         names = class_names(cfg)

@@ -36,8 +36,6 @@ class CoopNets(nn.Module):
             options = {"layout_channels": config.layout_channels,
                        "motion_channels": (w, 2 * w, 4 * w) if w else None,
                        "noise_weight": config.noise_weight,
-                       "noise_memory": config.noise_memory,
-                       "antialias": bool(config.antialias),
                        "fine_channels": config.fine_channels,
                        "des_fine_channels": config.des_fine_channels}
         self.labels = class_names(config)       # class names of a conditional model, or []

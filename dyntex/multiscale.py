@@ -32,22 +32,6 @@ def depth_to_space3d(x: torch.Tensor, r: int | tuple[int, int, int]) -> torch.Te
 NOISE_WEIGHT = 0.2         # the noise maps' starting weight unless config noise_weight says
 
 
-def ar1_in_time(x: torch.Tensor, rho: float) -> torch.Tensor:
-    """x (B, C, T, H, W) of i.i.d. N(0, 1) entries -> a stationary AR(1) process along T with
-    lag-1 correlation ``rho`` and unit variance: y_0 = x_0, y_t = rho y_(t-1) + sqrt(1 - rho^2) x_t.
-
-    A fixed linear map of x (one lower-triangular T x T matrix), so a latent of N(0, I) entries
-    keeps its prior and its gradient; rho = 0 is the identity."""
-    if rho == 0:
-        return x
-    t = torch.arange(x.shape[2], device=x.device, dtype=x.dtype)
-    lag = t[:, None] - t[None, :]
-    m = torch.where(lag >= 0, rho ** lag.clamp(min=0), torch.zeros_like(lag))
-    m = m * math.sqrt(1 - rho ** 2)
-    m[:, 0] = rho ** t          # y_0 = x_0 has unit variance, so every y_t has
-    return torch.einsum("tk,bckhw->bcthw", m, x)
-
-
 class GeneratorStage(nn.Module):
     """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU.
 
@@ -88,12 +72,11 @@ class FieldGenerator(Generator):
 
     def __init__(self, stages: list[GeneratorStage], head: nn.Sequential, latent_channels: int,
                  margin: int, frames: int, size: int, layout_channels: int, classes: int = 0,
-                 embed_channels: int = 0, noise_memory: float = 0.0):
+                 embed_channels: int = 0):
         self.noise_levels = [i for i, st in enumerate(stages) if st.noise_weight is not None]
         packed = latent_channels + sum(math.prod(stages[i].grid) for i in self.noise_levels)
         super().__init__(head, packed, scale=4, offset=0, margin=margin, frames=frames)
         self.factors = latent_channels
-        self.noise_memory = noise_memory
         self.stages = nn.ModuleList(stages)
         self.size = size
         self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // 8, size // 8))
@@ -119,8 +102,7 @@ class FieldGenerator(Generator):
         noise, c = {}, 0
         for i in self.noise_levels:
             n = math.prod(self.stages[i].grid)
-            noise[i] = ar1_in_time(depth_to_space3d(packed[:, c:c + n], self.stages[i].grid),
-                                   self.noise_memory)
+            noise[i] = depth_to_space3d(packed[:, c:c + n], self.stages[i].grid)
             c += n
         if self.layout is not None:
             layout = stretch_map(self.layout, x.shape[-2:])
@@ -135,19 +117,6 @@ class FieldGenerator(Generator):
         for layer in self.body:           # the frame bias is chosen by class
             x = layer(x, labels) if isinstance(layer, FrameBias) else layer(x)
         return self.centre_frames(x, z, frames)
-
-
-def blur3d(x: torch.Tensor) -> torch.Tensor:
-    """Separable [1, 2, 1] / 4 blur in time, height and width (replicate padding; per channel).
-
-    Its frequency response is 0 at the Nyquist frequency of each axis, so before a stride-2
-    convolution it removes that layer's parity pattern from the input gradient: the 2-pixel grid
-    (and 2-frame flicker) a strided layer's adjoint otherwise prints into the Langevin revisions
-    (anti-aliased downsampling: Zhang, ICML 2019; the blur before StyleGAN2's strided layers)."""
-    k = x.new_tensor([0.25, 0.5, 0.25])
-    k = (k[:, None, None] * k[None, :, None] * k[None, None, :]).expand(x.shape[1], 1, 3, 3, 3)
-    return nn.functional.conv3d(nn.functional.pad(x, (1,) * 6, mode="replicate"), k,
-                                groups=x.shape[1])
 
 
 class MultiScaleDescriptor(Descriptor):
@@ -165,9 +134,8 @@ class MultiScaleDescriptor(Descriptor):
 
     def __init__(self, trunk: list[nn.Module], heads: list[nn.Module], fc: nn.Module | None,
                  motion: tuple[list[nn.Module], list[nn.Module]] | None = None, classes: int = 0,
-                 fine: tuple[nn.Module, nn.Module] | None = None, antialias: bool = False):
+                 fine: tuple[nn.Module, nn.Module] | None = None):
         nn.Module.__init__(self)
-        self.antialias = antialias      # blur3d before every strided layer (no parameters)
         self.trunk, self.heads, self.fc = nn.ModuleList(trunk), nn.ModuleList(heads), fc
         self.motion_trunk = nn.ModuleList(motion[0]) if motion else None
         self.motion_heads = nn.ModuleList(motion[1]) if motion else None
@@ -179,7 +147,7 @@ class MultiScaleDescriptor(Descriptor):
     def _pyramid(self, h: torch.Tensor, trunk: nn.ModuleList, heads: nn.ModuleList) -> tuple:
         f = h.new_zeros(h.shape[0], max(1, self.classes))
         for block, head in zip(trunk, heads):
-            h = block(blur3d(h) if self.antialias else h)
+            h = block(h)
             f = f + head(h).flatten(2).sum(2)
         return f, h
 
@@ -225,9 +193,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
-                     fine_channels: int = 0, des_fine_channels: int = 0,
-                     noise_memory: float = 0.0,
-                     antialias: bool = False) -> tuple[Descriptor, Generator]:
+                     fine_channels: int = 0,
+                     des_fine_channels: int = 0) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -235,9 +202,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     generator's rate they move little within a run: docs/quality.md).
     ``fine_channels`` > 0: the generator's last upsampling feeds a full-resolution stage of that
     width, with its own noise map, before a conv 3^3 to RGB. ``des_fine_channels`` > 0: the
-    descriptor gets a stride-1 conv 3^3 of that width with its own head. ``noise_memory`` > 0:
-    the noise maps are an AR(1) process in time with that lag-1 correlation (per frame of each
-    stage), not white: fine detail that persists for a few frames and can move."""
+    descriptor gets a stride-1 conv 3^3 of that width with its own head."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -262,7 +227,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     else:
         last = upsample_space(channels)
     gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,
-                         frames, size, layout_channels, classes, embed, noise_memory)
+                         frames, size, layout_channels, classes, embed)
     _init_normal(gen, 0.02)
     outputs = max(1, classes)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
@@ -282,6 +247,6 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
              nn.Conv3d(des_fine_channels, outputs, 1)) if des_fine_channels else None)
     des = MultiScaleDescriptor(trunk, heads, fc,
                                pyramid(motion_channels) if motion_channels else None, classes,
-                               fine, antialias)
+                               fine)
     _init_normal(des, 0.001)
     return des, gen

@@ -164,8 +164,7 @@ def coop_description(st: Settings) -> str:
 
 # Config settings added after results were cached: at these values they leave cache keys as
 # they were (a new setting at its default changes no result).
-_ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0,
-                   "noise_memory": 0.0, "antialias": 0}
+_ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0}
 
 
 def _config_key(cfg) -> dict[str, Any]:

@@ -81,67 +81,6 @@ def test_noise_weight_setting_starts_the_noise_maps_and_scales_their_detail():
         assert torch.equal(a, b), k
 
 
-def test_ar1_in_time_is_a_unit_variance_process_with_the_set_correlation():
-    """The noise maps' AR(1) map: unit variance at every frame (so the prior's scale is kept),
-    lag-k correlation rho^k, causal (frame t depends on frames <= t), identity at rho 0."""
-    from dyntex.multiscale import ar1_in_time
-
-    x = torch.randn(4000, 1, 12, 2, 2, generator=torch.Generator().manual_seed(0))
-    y = ar1_in_time(x, 0.6)
-    var = y.pow(2).mean(dim=(0, 1, 3, 4))
-    assert torch.allclose(var, torch.ones(12), atol=0.06)
-    for k in (1, 2, 4):
-        corr = (y[:, :, k:] * y[:, :, :-k]).mean()
-        assert abs(float(corr) - 0.6 ** k) < 0.02, k
-    poked = x.clone()
-    poked[:, :, 5] += 1.0
-    change = (ar1_in_time(poked, 0.6) - y).abs().amax(dim=(0, 1, 3, 4))
-    assert change[:5].max() == 0 and change[5:].min() > 0
-    assert torch.equal(ar1_in_time(x, 0.0), x)
-
-
-def test_noise_memory_makes_the_fine_detail_persist_from_frame_to_frame():
-    """config noise_memory: the generator's noise maps become AR(1) in time, so changing only
-    the noise maps changes consecutive frames more alike than with white maps."""
-    def consecutive_change_correlation(memory):
-        torch.manual_seed(0)
-        model = CoopNets(_small(noise_memory=memory))
-        z = torch.randn(2, *model.generator.latent_shape())
-        other = z.clone()
-        other[:, 4:] = torch.randn_like(z[:, 4:])
-        with torch.no_grad():
-            d = model.generator(other) - model.generator(z)   # what the noise maps alone change
-        d = d - d.mean(dim=2, keepdim=True)
-        return float((d[:, :, 1:] * d[:, :, :-1]).sum() / d.pow(2).sum())
-
-    assert CoopNets(_small()).generator.noise_memory == 0.0
-    assert consecutive_change_correlation(0.9) > consecutive_change_correlation(0.0) + 0.2
-
-
-def test_antialias_removes_the_strided_layers_grid_from_the_input_gradient():
-    """config antialias: the descriptor blurs before each strided layer, so the input gradient
-    that drives Langevin (the revisions) has next to no power on the 2-pixel (Nyquist) lines
-    where the plain strided trunk puts several per cent; a constant clip passes the blur as is."""
-    from dyntex.multiscale import blur3d
-
-    def nyquist_share(antialias):
-        torch.manual_seed(0)
-        model = CoopNets(_small(antialias=antialias).replace(size=32))
-        with torch.no_grad():
-            for p in model.descriptor.parameters():
-                p.normal_(0.0, 0.05)
-        y = torch.randn(1, 3, 16, 32, 32, generator=torch.Generator().manual_seed(1),
-                        requires_grad=True)
-        (g,) = torch.autograd.grad(model.descriptor(y).sum(), y)
-        power = torch.fft.fft2(g[0].mean(0)).abs().pow(2)   # per frame, luma-like
-        return float((power[:, 16, :].sum() + power[:, :, 16].sum()) / power.sum())
-
-    assert nyquist_share(0) > 0.02 and nyquist_share(1) < 0.1 * nyquist_share(0)
-    flat = torch.full((1, 2, 4, 6, 6), 0.3)
-    assert torch.allclose(blur3d(flat), flat)
-    assert CoopNets(_small()).descriptor.antialias is False
-
-
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
@@ -303,13 +242,6 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
       "des_fine_channels": 4}, "'des_fine_channels' needs arch 'multiscale'"),
     ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
-    ({"noise_memory": 1.0}, r"'noise_memory' must be in \[0, 1\)"),
-    ({"antialias": 2}, "'antialias' must be 0 or 1"),
-    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_weight": 0.2,
-      "antialias": 1}, "'antialias' needs arch 'multiscale'"),
-    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_weight": 0.2,
-      "noise_memory": 0.5},
-     "'noise_memory' needs arch 'multiscale'"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
