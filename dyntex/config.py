@@ -55,6 +55,9 @@ class Config:
     ref_sigma: float = 0.016    # s: std of the Gaussian reference distribution
     ref_mean: str = "zero"      # its mean: "zero" (paper), "channel" (the observed colour mean)
                                 # or "frame" (the observed mean frame)
+    colour_sigma: float = 0.0   # s_c: std of the reference along each channel's clip mean
+                                # (0: s, the isotropic N(mu, s^2 I) of the paper); a small s_c
+                                # with a large s anchors the colours, not the motion
     persistent: int = 0         # persistent descriptor chains (started at the reference mean,
                                 # l steps per iteration) joined to the revised generator samples
                                 # as the descriptor's synthesized clips (0: Algorithm 1 as published)
@@ -159,6 +162,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
+    if key == "colour_sigma" and not (value >= 0 and value < float("inf")):
+        raise ConfigError(f"setting 'colour_sigma' must be 0 or a positive number, got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:

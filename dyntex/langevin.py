@@ -45,27 +45,53 @@ def _input_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tens
 
 
 def descriptor_score(energy: Callable[[Tensor], Tensor], ref_sigma: float,
-                     ref_mean: Tensor | float = 0.0) -> Callable[[Tensor], Tensor]:
-    """Score of p(Y) ∝ exp(f(Y)) N(Y; mu, s^2 I):  grad log p = df/dY - (Y - mu) / s^2
-    (paper Eq. 1, 8, where mu = 0; ``ref_mean`` broadcasts against Y, e.g. a colour per channel)."""
+                     ref_mean: Tensor | float = 0.0, colour_sigma: float = 0.0
+                     ) -> Callable[[Tensor], Tensor]:
+    """Score of p(Y) ∝ exp(f(Y)) q(Y) for the Gaussian reference q (paper Eq. 1, 8):
+
+        grad log p = df/dY - (Y - mu) / s^2 - (1 / s_c^2 - 1 / s^2) P(Y - mu),
+
+    where P(Y - mu) is each clip's mean deviation per channel (over frames and pixels), broadcast.
+    With ``colour_sigma`` s_c = 0 (or = s) q is N(mu, s^2 I), as published (mu = 0 there;
+    ``ref_mean`` broadcasts against Y, e.g. a colour per channel); otherwise q has variance
+    s_c^2 along each channel's clip mean and s^2 across the rest (:func:`reference_energy`)."""
     inv_var = 1.0 / ref_sigma ** 2
+    extra = 1.0 / colour_sigma ** 2 - inv_var if colour_sigma else 0.0
 
     def score(y: Tensor) -> Tensor:
-        return torch.add(_input_grad(energy, y)[1], y - ref_mean, alpha=-inv_var)
+        d = y - ref_mean
+        g = torch.add(_input_grad(energy, y)[1], d, alpha=-inv_var)
+        if extra:
+            g.sub_(extra * d.mean(dim=tuple(range(2, d.ndim)), keepdim=True))
+        return g
 
     return score
 
 
+def reference_energy(y: Tensor, ref_sigma: float, ref_mean: Tensor | float = 0.0,
+                     colour_sigma: float = 0.0) -> Tensor:
+    """-log q(Y) per clip up to a constant, (B,): |Y - mu|^2 / (2 s^2), plus, when ``colour_sigma``
+    s_c is set, (1 / s_c^2 - 1 / s^2) |P(Y - mu)|^2 / 2 (see :func:`descriptor_score`)."""
+    d = (y - ref_mean).flatten(2)              # (B, C, N)
+    q = d.pow(2).sum(dim=(1, 2)) / (2 * ref_sigma ** 2)
+    if colour_sigma:
+        q = q + (1 / colour_sigma ** 2 - 1 / ref_sigma ** 2) * d.mean(2).pow(2).sum(1) \
+            * d.shape[2] / 2
+    return q
+
+
 def revise(energy: Callable[[Tensor], Tensor], y0: Tensor, steps: int, step_size: float,
            ref_sigma: float, generator: torch.Generator | None = None,
-           ref_mean: Tensor | float = 0.0, free: Tensor | None = None) -> Tensor:
+           ref_mean: Tensor | float = 0.0, free: Tensor | None = None,
+           colour_sigma: float = 0.0) -> Tensor:
     """Descriptor revision (Alg. 1, step D1): Y <- Y - d^2/2 ((Y - mu)/s^2 - df/dY) + d U,
-    ``steps`` times (only the ``free`` entries, when given: see :func:`langevin`).
+    ``steps`` times (only the ``free`` entries, when given: see :func:`langevin`; with
+    ``colour_sigma`` the reference is anisotropic: :func:`descriptor_score`).
 
     ``energy`` maps a batch (B, ...) to f per clip (B,); the clips are revised independently.
     """
-    return langevin(descriptor_score(energy, ref_sigma, ref_mean), y0, steps, step_size,
-                    generator, free)
+    return langevin(descriptor_score(energy, ref_sigma, ref_mean, colour_sigma), y0, steps,
+                    step_size, generator, free)
 
 
 def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: float,

@@ -164,7 +164,8 @@ def coop_description(st: Settings) -> str:
 
 # Config settings added after results were cached: at these values they leave cache keys as
 # they were (a new setting at its default changes no result).
-_ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0}
+_ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0,
+                   "colour_sigma": 0.0}
 
 
 def _config_key(cfg) -> dict[str, Any]:
@@ -373,8 +374,10 @@ class ConditionalRun:
             pass
         import torch
 
+        from dyntex.langevin import reference_energy
+
         model = self.model()
-        s2 = 2 * self.config.ref_sigma ** 2
+        cfg = self.config
         per_clip, hits_f, hits_full = {}, 0, 0
         for i, clip in enumerate(self.clips):
             windows = clip.windows(HELD_BACK_WINDOWS + 1)[1:]
@@ -383,8 +386,8 @@ class ConditionalRun:
             with torch.no_grad():
                 y = torch.cat([_observed_tensor(w) for w in windows]).to(model.device)
                 f = model.descriptor.energies(y)
-                dist = torch.stack([(y - mu).pow(2).flatten(1).sum(1) for mu in model.ref_mean], 1)
-                full = f - dist / s2
+                full = f - torch.stack([reference_energy(y, cfg.ref_sigma, mu, cfg.colour_sigma)
+                                        for mu in model.ref_mean], 1)
             right_f = int((f.argmax(1) == i).sum())
             right_full = int((full.argmax(1) == i).sum())
             hits_f, hits_full = hits_f + right_f, hits_full + right_full

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from dyntex.langevin import infer_latent, langevin, latent_score, revise
+from dyntex.langevin import (descriptor_score, infer_latent, langevin, latent_score,
+                             reference_energy, revise)
 from dyntex.nets import build_nets
 
 
@@ -46,6 +47,31 @@ def test_reference_mean_shifts_the_stationary_distribution():
                ref_mean=mu)
     assert torch.allclose(y.mean(0), mu, atol=0.03)
     assert y.var(0).mean().item() == pytest.approx(_discrete_var(1 / s ** 2, step), rel=0.03)
+
+
+def test_colour_sigma_reference_has_its_own_variance_along_each_channels_mean():
+    """colour_sigma s_c: the reference's variance is s_c^2 along each channel's clip mean and s^2
+    across the rest. With f = 0 the chain's channel means have variance s_c^2 / N (N values per
+    channel) and the deviations from them s^2 (1 - 1/N); the score is -grad of reference_energy."""
+    s, s_c, step, n = 1.0, 0.25, 0.1, 8
+    zero = lambda y: 0 * y.sum(dim=(1, 2, 3, 4))
+    g = torch.Generator().manual_seed(0)
+    y = revise(zero, torch.zeros(3000, 2, 2, 2, 2, dtype=torch.float64), 1500, step, s, g,
+               colour_sigma=s_c)
+    means = y.mean(dim=(2, 3, 4))                     # (B, C)
+    assert (means.var() * n).item() == pytest.approx(s_c ** 2, rel=0.08)
+    rest = y - means[:, :, None, None, None]
+    assert (rest.pow(2).mean() / (1 - 1 / n)).item() == pytest.approx(s ** 2, rel=0.05)
+    # the plain reference (s_c = 0) gives the channel means variance s^2 / N instead
+    y0 = revise(zero, torch.zeros(3000, 2, 2, 2, 2, dtype=torch.float64), 1500, step, s,
+                torch.Generator().manual_seed(0))
+    assert (y0.mean(dim=(2, 3, 4)).var() * n).item() == pytest.approx(s ** 2, rel=0.08)
+    # score of exp(f) q is df/dY + grad log q, with log q = -reference_energy
+    x = torch.randn(3, 3, 2, 4, 4, dtype=torch.float64, generator=g)
+    mu = torch.randn(1, 3, 1, 4, 4, dtype=torch.float64, generator=g)
+    x.requires_grad_(True)
+    (grad_q,) = torch.autograd.grad(reference_energy(x, 0.3, mu, 0.05).sum(), x)
+    assert torch.allclose(descriptor_score(zero, 0.3, mu, 0.05)(x.detach()), -grad_q)
 
 
 def test_same_generator_same_chain_and_different_seed_differs():

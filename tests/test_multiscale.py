@@ -241,6 +241,8 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 0,
       "des_fine_channels": 4}, "'des_fine_channels' needs arch 'multiscale'"),
     ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
+    ({"colour_sigma": -0.01}, "'colour_sigma' must be 0 or a positive number"),
+    ({"colour_sigma": float("nan")}, "'colour_sigma' must be 0 or a positive number"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
