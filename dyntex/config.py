@@ -19,6 +19,7 @@ ARCHES = ("paper", "fast", "multiscale")
 REF_MEANS = ("zero", "channel", "frame")
 FRAME_BIASES = ("none", "mean")
 LR_SCHEDULES = ("constant", "cosine")
+FINE_UPSAMPLES = ("transposed", "bilinear")
 WINDOWS = ("first", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -45,6 +46,8 @@ class Config:
                                 # (the standard preset sets 0.6)
     fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
                                 # generator, with its own noise map (0: off)
+    fine_upsample: str = "transposed"  # the full-resolution stage's x2: "transposed" conv or
+                                # "bilinear" then conv 3^3 (no fixed 2-pixel grid)
     des_fine_channels: int = 0  # multiscale: width of a stride-1 full-resolution term in the
                                 # descriptor (0: off; docs/quality.md: it bought nothing measurable)
     labels: str = ""            # class names, comma-separated: one class-conditional model
@@ -98,7 +101,7 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels", "fine_channels", "des_fine_channels", "labels")
+              "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -137,7 +140,7 @@ _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
             "diverge_lower": ("lr_des", "step_size", "both"), "ref_mean": REF_MEANS,
             "frame_bias": FRAME_BIASES,
-            "lr_schedule": LR_SCHEDULES}
+            "lr_schedule": LR_SCHEDULES, "fine_upsample": FINE_UPSAMPLES}
 
 
 def _coerce(key: str, value: Any) -> Any:

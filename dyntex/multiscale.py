@@ -193,8 +193,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      des_channels: tuple[int, int, int] = MS_DES, des_fc: bool = True,
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
-                     fine_channels: int = 0,
-                     des_fine_channels: int = 0) -> tuple[Descriptor, Generator]:
+                     fine_channels: int = 0, des_fine_channels: int = 0,
+                     fine_upsample: str = "transposed") -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -202,7 +202,9 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     generator's rate they move little within a run: docs/quality.md).
     ``fine_channels`` > 0: the generator's last upsampling feeds a full-resolution stage of that
     width, with its own noise map, before a conv 3^3 to RGB. ``des_fine_channels`` > 0: the
-    descriptor gets a stride-1 conv 3^3 of that width with its own head."""
+    descriptor gets a stride-1 conv 3^3 of that width with its own head. ``fine_upsample``
+    "bilinear": the full-resolution stage upsamples bilinearly, then a conv 3^3, instead of the
+    transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -220,9 +222,11 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
         return nn.ConvTranspose3d(g2, c_out, (3, 4, 4), stride=(1, 2, 2), padding=1)
 
     if fine_channels:
+        up = (nn.Sequential(Upsample((1, 2, 2), "trilinear"), nn.Conv3d(g2, fine_channels, 3,
+                                                                        padding=1))
+              if fine_upsample == "bilinear" else upsample_space(fine_channels))
         stages.append(GeneratorStage(g2, fine_channels, upsample=False, noise=noise,
-                                     noise_weight=noise_weight, grid=(4, 8, 8),
-                                     conv=upsample_space(fine_channels)))
+                                     noise_weight=noise_weight, grid=(4, 8, 8), conv=up))
         last = nn.Conv3d(fine_channels, channels, 3, padding=1)
     else:
         last = upsample_space(channels)

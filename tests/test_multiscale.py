@@ -81,6 +81,31 @@ def test_noise_weight_setting_starts_the_noise_maps_and_scales_their_detail():
         assert torch.equal(a, b), k
 
 
+def test_bilinear_fine_upsampling_has_no_fixed_two_pixel_grid():
+    """fine_upsample "bilinear": the full-resolution stage upsamples bilinearly, then convolves,
+    so with the noise maps at zero (what is fixed in a clip, not random) the rendered frames carry
+    next to no power on the 2-pixel (Nyquist) lines, where a transposed convolution's four
+    sub-kernels put a large share; the latent's shape does not change."""
+    def nyquist_share(up):
+        torch.manual_seed(0)
+        _, gen = build_nets("multiscale", 16, 32, 4, fine_channels=8, fine_upsample=up)
+        with torch.no_grad():
+            for p in gen.parameters():
+                if p.ndim == 5:          # convolution weights, larger than at initialisation
+                    p.normal_(0.0, 0.1)
+            z = torch.randn(2, *gen.latent_shape())
+            z[:, 4:] = 0                 # no noise maps: only what the factors fix
+            g = gen(z).mean(1)
+        power = torch.fft.fft2(g - g.mean(dim=(2, 3), keepdim=True)).abs().pow(2)
+        return float((power[..., 16, :].sum() + power[..., :, 16].sum()) / power.sum()), gen
+
+    grid, plain = nyquist_share("transposed")
+    smooth, gen = nyquist_share("bilinear")
+    assert grid > 0.1 and smooth < 0.05 * grid
+    assert gen.latent_shape() == plain.latent_shape()
+    assert not any(isinstance(m, torch.nn.ConvTranspose3d) for m in gen.stages[-1].modules())
+
+
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
@@ -241,6 +266,7 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "fine_channels": 0,
       "des_fine_channels": 4}, "'des_fine_channels' needs arch 'multiscale'"),
     ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
+    ({"fine_upsample": "nearest"}, "'fine_upsample' must be one of transposed, bilinear"),
     ({"colour_sigma": -0.01}, "'colour_sigma' must be 0 or a positive number"),
     ({"colour_sigma": float("nan")}, "'colour_sigma' must be 0 or a positive number"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
