@@ -214,6 +214,9 @@ def _check_shapes(cfg: Config) -> None:
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
+    if cfg.fine_upsample != Config.fine_upsample and not cfg.fine_channels:
+        raise ConfigError(f"setting 'fine_upsample' shapes the full-resolution stage, which "
+                          f"fine_channels 0 leaves out (set fine_channels, e.g. 16)")
     if cfg.noise_weight != Config.noise_weight and cfg.arch != "multiscale":
         raise ConfigError(f"setting 'noise_weight' needs arch 'multiscale' (got arch '{cfg.arch}': "
                           f"its generator has no noise maps; use the standard preset)")

@@ -267,6 +267,7 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
       "des_fine_channels": 4}, "'des_fine_channels' needs arch 'multiscale'"),
     ({"noise_weight": -0.1}, r"'noise_weight' must be in \[0, 10\]"),
     ({"fine_upsample": "nearest"}, "'fine_upsample' must be one of transposed, bilinear"),
+    ({"fine_upsample": "bilinear"}, "'fine_upsample' shapes the full-resolution stage"),
     ({"colour_sigma": -0.01}, "'colour_sigma' must be 0 or a positive number"),
     ({"colour_sigma": float("nan")}, "'colour_sigma' must be 0 or a positive number"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
