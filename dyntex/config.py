@@ -61,6 +61,9 @@ class Config:
     colour_sigma: float = 0.0   # s_c: std of the reference along each channel's clip mean
                                 # (0: s, the isotropic N(mu, s^2 I) of the paper); a small s_c
                                 # with a large s anchors the colours, not the motion
+    chroma_sigma: float = 0.0   # s_h: std of the reference along each pixel's chroma (its
+                                # deviation from the pixel's mean over channels; 0: s): a small
+                                # s_h with a large s frees brightness, not local colour
     persistent: int = 0         # persistent descriptor chains (started at the reference mean,
                                 # l steps per iteration) joined to the revised generator samples
                                 # as the descriptor's synthesized clips (0: Algorithm 1 as published)
@@ -165,8 +168,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
-    if key == "colour_sigma" and not (value >= 0 and value < float("inf")):
-        raise ConfigError(f"setting 'colour_sigma' must be 0 or a positive number, got {value}")
+    if key in ("colour_sigma", "chroma_sigma") and not (value >= 0 and value < float("inf")):
+        raise ConfigError(f"setting '{key}' must be 0 or a positive number, got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
     if key in _CHOICES and value not in _CHOICES[key]:

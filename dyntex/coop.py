@@ -152,7 +152,7 @@ class CoopNets(nn.Module):
         steps = cfg.langevin_steps if steps is None else steps
         mu = self.ref_mean if labels is None else self.ref_mean[labels]
         return revise(self.energy(labels), y, steps, cfg.step_size, cfg.ref_sigma, generator, mu,
-                      free, cfg.colour_sigma)
+                      free, cfg.colour_sigma, cfg.chroma_sigma)
 
     @torch.no_grad()
     def synthesize(self, n: int, frames: int | None = None, langevin_steps: int = 0,

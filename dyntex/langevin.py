@@ -44,54 +44,68 @@ def _input_grad(fn: Callable[[Tensor], Tensor], x: Tensor) -> tuple[Tensor, Tens
     return out.detach(), grad
 
 
+def _anisotropic(d: Tensor, ref_sigma: float, colour_sigma: float, chroma_sigma: float
+                 ) -> Tensor | None:
+    """(Lambda - I / s^2) d for the reference precision Lambda = I / s^2 + a P_c + b P_h, where
+    P_c d is each channel's clip mean of d (over frames and pixels) and P_h d = d minus its mean
+    over the channels at each pixel (the chroma of d), a = 1/s_c^2 - 1/s^2 and b = 1/s_h^2 - 1/s^2
+    (a term is off when its sigma is 0). P_c and P_h are commuting orthogonal projections, so the
+    clip mean of the chroma gets both terms. ``None`` when both are off."""
+    inv_var = 1.0 / ref_sigma ** 2
+    out = None
+    if colour_sigma:
+        out = (1.0 / colour_sigma ** 2 - inv_var) * d.mean(dim=tuple(range(2, d.ndim)), keepdim=True)
+    if chroma_sigma:
+        h = (1.0 / chroma_sigma ** 2 - inv_var) * (d - d.mean(dim=1, keepdim=True))
+        out = h if out is None else out + h
+    return out
+
+
 def descriptor_score(energy: Callable[[Tensor], Tensor], ref_sigma: float,
-                     ref_mean: Tensor | float = 0.0, colour_sigma: float = 0.0
-                     ) -> Callable[[Tensor], Tensor]:
+                     ref_mean: Tensor | float = 0.0, colour_sigma: float = 0.0,
+                     chroma_sigma: float = 0.0) -> Callable[[Tensor], Tensor]:
     """Score of p(Y) ∝ exp(f(Y)) q(Y) for the Gaussian reference q (paper Eq. 1, 8):
 
-        grad log p = df/dY - (Y - mu) / s^2 - (1 / s_c^2 - 1 / s^2) P(Y - mu),
+        grad log p = df/dY - Lambda (Y - mu),    Lambda = I / s^2 (+ the terms of ``_anisotropic``).
 
-    where P(Y - mu) is each clip's mean deviation per channel (over frames and pixels), broadcast.
-    With ``colour_sigma`` s_c = 0 (or = s) q is N(mu, s^2 I), as published (mu = 0 there;
-    ``ref_mean`` broadcasts against Y, e.g. a colour per channel); otherwise q has variance
-    s_c^2 along each channel's clip mean and s^2 across the rest (:func:`reference_energy`)."""
+    With ``colour_sigma`` s_c = 0 and ``chroma_sigma`` s_h = 0 q is N(mu, s^2 I), as published
+    (mu = 0 there; ``ref_mean`` broadcasts against Y, e.g. a colour per channel); otherwise q has
+    variance s_c^2 along each channel's clip mean and s_h^2 along the chroma of each pixel
+    (its deviation from the pixel's mean over channels) and s^2 across the rest
+    (:func:`reference_energy`)."""
     inv_var = 1.0 / ref_sigma ** 2
-    extra = 1.0 / colour_sigma ** 2 - inv_var if colour_sigma else 0.0
 
     def score(y: Tensor) -> Tensor:
         d = y - ref_mean
         g = torch.add(_input_grad(energy, y)[1], d, alpha=-inv_var)
-        if extra:
-            g.sub_(extra * d.mean(dim=tuple(range(2, d.ndim)), keepdim=True))
-        return g
+        extra = _anisotropic(d, ref_sigma, colour_sigma, chroma_sigma)
+        return g if extra is None else g.sub_(extra)
 
     return score
 
 
 def reference_energy(y: Tensor, ref_sigma: float, ref_mean: Tensor | float = 0.0,
-                     colour_sigma: float = 0.0) -> Tensor:
-    """-log q(Y) per clip up to a constant, (B,): |Y - mu|^2 / (2 s^2), plus, when ``colour_sigma``
-    s_c is set, (1 / s_c^2 - 1 / s^2) |P(Y - mu)|^2 / 2 (see :func:`descriptor_score`)."""
-    d = (y - ref_mean).flatten(2)              # (B, C, N)
-    q = d.pow(2).sum(dim=(1, 2)) / (2 * ref_sigma ** 2)
-    if colour_sigma:
-        q = q + (1 / colour_sigma ** 2 - 1 / ref_sigma ** 2) * d.mean(2).pow(2).sum(1) \
-            * d.shape[2] / 2
-    return q
+                     colour_sigma: float = 0.0, chroma_sigma: float = 0.0) -> Tensor:
+    """-log q(Y) per clip up to a constant, (B,): (Y - mu)^T Lambda (Y - mu) / 2, which is
+    |Y - mu|^2 / (2 s^2) for the isotropic reference (see :func:`descriptor_score`)."""
+    d = y - ref_mean
+    q = d.pow(2).flatten(1).sum(1) / (2 * ref_sigma ** 2)
+    extra = _anisotropic(d, ref_sigma, colour_sigma, chroma_sigma)
+    return q if extra is None else q + (d * extra).flatten(1).sum(1) / 2
 
 
 def revise(energy: Callable[[Tensor], Tensor], y0: Tensor, steps: int, step_size: float,
            ref_sigma: float, generator: torch.Generator | None = None,
            ref_mean: Tensor | float = 0.0, free: Tensor | None = None,
-           colour_sigma: float = 0.0) -> Tensor:
+           colour_sigma: float = 0.0, chroma_sigma: float = 0.0) -> Tensor:
     """Descriptor revision (Alg. 1, step D1): Y <- Y - d^2/2 ((Y - mu)/s^2 - df/dY) + d U,
     ``steps`` times (only the ``free`` entries, when given: see :func:`langevin`; with
-    ``colour_sigma`` the reference is anisotropic: :func:`descriptor_score`).
+    ``colour_sigma`` or ``chroma_sigma`` the reference is anisotropic: :func:`descriptor_score`).
 
     ``energy`` maps a batch (B, ...) to f per clip (B,); the clips are revised independently.
     """
-    return langevin(descriptor_score(energy, ref_sigma, ref_mean, colour_sigma), y0, steps,
-                    step_size, generator, free)
+    return langevin(descriptor_score(energy, ref_sigma, ref_mean, colour_sigma, chroma_sigma),
+                    y0, steps, step_size, generator, free)
 
 
 def latent_score(render: Callable[[Tensor], Tensor], target: Tensor, sigma: float,

@@ -165,7 +165,7 @@ def coop_description(st: Settings) -> str:
 # Config settings added after results were cached: at these values they leave cache keys as
 # they were (a new setting at its default changes no result).
 _ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0,
-                   "colour_sigma": 0.0, "fine_upsample": "transposed"}
+                   "colour_sigma": 0.0, "fine_upsample": "transposed", "chroma_sigma": 0.0}
 
 
 def _config_key(cfg) -> dict[str, Any]:
@@ -386,7 +386,8 @@ class ConditionalRun:
             with torch.no_grad():
                 y = torch.cat([_observed_tensor(w) for w in windows]).to(model.device)
                 f = model.descriptor.energies(y)
-                full = f - torch.stack([reference_energy(y, cfg.ref_sigma, mu, cfg.colour_sigma)
+                full = f - torch.stack([reference_energy(y, cfg.ref_sigma, mu, cfg.colour_sigma,
+                                                         cfg.chroma_sigma)
                                         for mu in model.ref_mean], 1)
             right_f = int((f.argmax(1) == i).sum())
             right_full = int((full.argmax(1) == i).sum())

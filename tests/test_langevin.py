@@ -74,6 +74,29 @@ def test_colour_sigma_reference_has_its_own_variance_along_each_channels_mean():
     assert torch.allclose(descriptor_score(zero, 0.3, mu, 0.05)(x.detach()), -grad_q)
 
 
+def test_chroma_sigma_reference_has_its_own_variance_along_each_pixels_chroma():
+    """chroma_sigma s_h: variance s_h^2 along each pixel's chroma (its deviation from the pixel's
+    mean over the C channels) and s^2 along the pixel's mean; with colour_sigma as well the score
+    is still -grad of reference_energy."""
+    s, s_h, step, c = 1.0, 0.25, 0.1, 3
+    zero = lambda y: 0 * y.sum(dim=(1, 2, 3, 4))
+    g = torch.Generator().manual_seed(1)
+    y = revise(zero, torch.zeros(3000, c, 2, 2, 2, dtype=torch.float64), 1500, step, s, g,
+               chroma_sigma=s_h)
+    grey = y.mean(1, keepdim=True)
+    # the pixel mean over channels has variance s^2 / C; the chroma s_h^2 (C - 1) / C per entry
+    assert (grey.var() * c).item() == pytest.approx(s ** 2, rel=0.05)
+    assert ((y - grey).pow(2).mean() * c / (c - 1)).item() == pytest.approx(s_h ** 2, rel=0.05)
+    x = torch.randn(3, 3, 2, 4, 4, dtype=torch.float64, generator=g)
+    mu = torch.randn(1, 3, 1, 1, 1, dtype=torch.float64, generator=g)
+    x.requires_grad_(True)
+    (grad_q,) = torch.autograd.grad(reference_energy(x, 0.3, mu, 0.05, 0.1).sum(), x)
+    assert torch.allclose(descriptor_score(zero, 0.3, mu, 0.05, 0.1)(x.detach()), -grad_q)
+    # a grey deviation (equal in every channel) costs only |d|^2 / (2 s^2) without colour_sigma
+    d = torch.randn(2, 1, 2, 4, 4, dtype=torch.float64, generator=g).expand(2, 3, 2, 4, 4)
+    assert torch.allclose(reference_energy(d, 0.3, 0.0, 0.0, 0.1), d.pow(2).flatten(1).sum(1) / 0.18)
+
+
 def test_same_generator_same_chain_and_different_seed_differs():
     f = lambda y: -(y ** 2).sum(1)
     a = _run(f, 1.0, 0.1, steps=5, shape=(3, 4), seed=7)
