@@ -64,6 +64,9 @@ class Config:
     chroma_sigma: float = 0.0   # s_h: std of the reference along each pixel's chroma (its
                                 # deviation from the pixel's mean over channels; 0: s): a small
                                 # s_h with a large s frees brightness, not local colour
+    data_noise: float = 0.0     # std of fresh Gaussian noise added to the observed clips the
+                                # descriptor learns from (0: off, as published); the revised
+                                # clips always carry Langevin's own noise
     persistent: int = 0         # persistent descriptor chains (started at the reference mean,
                                 # l steps per iteration) joined to the revised generator samples
                                 # as the descriptor's synthesized clips (0: Algorithm 1 as published)
@@ -168,7 +171,7 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
-    if key in ("colour_sigma", "chroma_sigma") and not (value >= 0 and value < float("inf")):
+    if key in ("colour_sigma", "chroma_sigma", "data_noise") and not (value >= 0 and value < float("inf")):
         raise ConfigError(f"setting '{key}' must be 0 or a positive number, got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")

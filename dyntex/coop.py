@@ -292,7 +292,11 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
     def descriptor_gradient() -> tuple[Tensor, Tensor, Tensor]:
         # Step D2: gradient of  mean_i f(Y~_i) - mean_j f(Y_j)  (ascent on the log-likelihood,
         # Eq. 9). The descriptor has no batch-dependent layers, so one forward over both sets is exact.
-        energies = model.energy(both)(torch.cat([observed, negatives]))
+        # config.data_noise: the observed clips get fresh Gaussian noise, as the revised clips
+        # carry Langevin's (about delta sqrt(l)); else f learns to detect white noise.
+        obs = observed if not cfg.data_noise else observed + cfg.data_noise * torch.randn(
+            observed.shape, generator=generator, device=observed.device, dtype=observed.dtype)
+        energies = model.energy(both)(torch.cat([obs, negatives]))
         e_obs, e_rev = energies[: observed.shape[0]], energies[observed.shape[0]:]
         des_loss = e_rev.mean() - e_obs.mean()
         (des_loss * scale).backward()

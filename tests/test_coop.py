@@ -59,6 +59,9 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
         z = z + d1 ** 2 / 2 * (fit - z)
         z = z + d1 * torch.randn(z.shape, generator=g)
     y_fit = gen(z) if cfg.infer_steps else y_gen
+    # data_noise: the observed clips the descriptor sees get fresh N(0, data_noise^2) noise
+    if cfg.data_noise:
+        observed = observed + cfg.data_noise * torch.randn(observed.shape, generator=g)
     # D2 (Eq. 9): descend mean f(Y~) - mean f(Y) (each set through the descriptor on its own)
     des_loss = des(torch.cat([y, chains])).mean() - des(observed).mean()
     d_grads = torch.autograd.grad(des_loss, list(des.parameters()))
@@ -82,7 +85,8 @@ MULTISCALE = dict(arch="multiscale", layout_channels=2, frame_bias="mean", motio
 @pytest.mark.parametrize("arch,frames,size,infer_steps,extra", [
     ("fast", 8, 16, 0, {}), ("fast", 8, 16, 2, {}), ("paper", 28, 16, 0, {}),
     ("multiscale", 16, 16, 0, MULTISCALE), ("multiscale", 16, 16, 2, MULTISCALE),
-    ("multiscale", 16, 16, 0, {**MULTISCALE, "persistent": 2})])
+    ("multiscale", 16, 16, 0, {**MULTISCALE, "persistent": 2}),
+    ("multiscale", 16, 16, 2, {**MULTISCALE, "data_noise": 0.05})])
 def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
     """train_step (fast formulations, steps inside the backward pass) against the written-out
     iteration: both losses and every network's update (SGD, so the update is the gradient)."""
