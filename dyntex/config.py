@@ -171,7 +171,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
-    if key in ("colour_sigma", "chroma_sigma", "data_noise") and not (value >= 0 and value < float("inf")):
+    if key in ("colour_sigma", "chroma_sigma", "data_noise") and \
+            not (value >= 0 and value < float("inf")):
         raise ConfigError(f"setting '{key}' must be 0 or a positive number, got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
         raise ConfigError(f"setting 'diverge_factor' must be in (0, 1), got {value}")
