@@ -272,6 +272,8 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"colour_sigma": float("nan")}, "'colour_sigma' must be 0 or a positive number"),
     ({"chroma_sigma": -1.0}, "'chroma_sigma' must be 0 or a positive number"),
     ({"data_noise": float("inf")}, "'data_noise' must be 0 or a positive number"),
+    ({"des_crop": 8}, "'des_crop' must be 0 \\(off\\) or at least 12 frames"),
+    ({"des_crop": -1}, "'des_crop' must be 0 or more"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
