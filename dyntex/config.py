@@ -70,9 +70,6 @@ class Config:
     data_noise: float = 0.0     # std of fresh Gaussian noise added to the observed clips the
                                 # descriptor learns from (0: off, as published); the revised
                                 # clips always carry Langevin's own noise
-    des_crop: int = 0           # > 0: the descriptor learns from, and revises through, random
-                                # windows of this many frames (at most the clip's) of both sets,
-                                # so no frame is always at its temporal edge (0: whole clips)
     persistent: int = 0         # persistent descriptor chains (started at the reference mean,
                                 # l steps per iteration) joined to the revised generator samples
                                 # as the descriptor's synthesized clips (0: Algorithm 1 as published)
@@ -147,8 +144,7 @@ _TYPES = {"int": int, "float": float, "str": str}
 _POSITIVE = {"frames", "size", "latent_channels", "iters", "chains", "batch", "checkpoint_every",
              "preview_every", "keep_checkpoints"}
 _NON_NEGATIVE = {"langevin_steps", "infer_steps", "seed", "diverge_retries", "layout_channels",
-                 "motion_channels", "persistent", "fine_channels", "des_fine_channels",
-                 "des_crop"}
+                 "motion_channels", "persistent", "fine_channels", "des_fine_channels"}
 _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr_des", "lr_gen",
                    "diverge_rms"}
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
@@ -248,10 +244,6 @@ def _check_shapes(cfg: Config) -> None:
         if cfg.persistent:
             raise ConfigError("persistent chains are not available for a class-conditional model "
                               "(set persistent to 0)")
-    crop_min = MOTION_MIN_FRAMES if cfg.motion_channels else 8  # the descriptor's 3 time scales
-    if 0 < cfg.des_crop < crop_min:
-        raise ConfigError(f"setting 'des_crop' must be 0 (off) or at least {crop_min} frames; "
-                          f"got {cfg.des_crop}")
     if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
         raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
                           f"{MOTION_MIN_FRAMES}; "

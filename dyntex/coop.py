@@ -145,19 +145,14 @@ class CoopNets(nn.Module):
 
     def revise(self, y: Tensor, steps: int | None = None,
                generator: torch.Generator | None = None, labels: Tensor | None = None,
-               free: Tensor | None = None, crop: int = 0) -> Tensor:
+               free: Tensor | None = None) -> Tensor:
         """Descriptor Langevin revision of clips ``y`` with the config's delta and s (on each
         clip's class model ``labels`` for a conditional model; only the ``free`` entries, the
-        others clamped, when given). ``crop`` > 0: each step's df/dY is that of a fresh random
-        window of ``crop`` frames (:func:`time_window`; zero outside it)."""
+        others clamped, when given)."""
         cfg = self.config
         steps = cfg.langevin_steps if steps is None else steps
         mu = self.ref_mean if labels is None else self.ref_mean[labels]
-        whole = energy = self.energy(labels)
-        if crop:
-            def energy(clips: Tensor) -> Tensor:
-                return whole(time_window(clips, crop, generator))
-        return revise(energy, y, steps, cfg.step_size, cfg.ref_sigma, generator, mu,
+        return revise(self.energy(labels), y, steps, cfg.step_size, cfg.ref_sigma, generator, mu,
                       free, cfg.colour_sigma, cfg.chroma_sigma)
 
     @torch.no_grad()
@@ -191,17 +186,6 @@ class CoopNets(nn.Module):
         if langevin_steps:
             clips = self.revise(clips, langevin_steps, generator, labels)
         return clips
-
-
-def time_window(clips: Tensor, length: int, generator: torch.Generator | None = None) -> Tensor:
-    """A window of ``length`` consecutive frames (all of them when the clips are no longer) at a
-    uniformly random start, the same for the whole batch, drawn from ``generator``."""
-    extra = clips.shape[2] - length
-    if extra <= 0:
-        return clips
-    device = generator.device if generator is not None else torch.device("cpu")
-    start = int(torch.randint(extra + 1, (1,), generator=generator, device=device))
-    return clips[:, :, start:start + length]
 
 
 @dataclass
@@ -288,15 +272,11 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
     y_gen = model.render(z, labels=chain_labels)
 
     # Step D1: Y~_i = l Langevin steps on p(Y; theta) from Y^_i (Eq. 8); input gradients only.
-    # config.des_crop: f is that of random windows of the clips (in D1 and D2), so the descriptor
-    # cannot tie what it learns to the first and last frames.
-    y_rev = model.revise(y_gen.detach(), generator=generator, labels=chain_labels,
-                         crop=cfg.des_crop)
+    y_rev = model.revise(y_gen.detach(), generator=generator, labels=chain_labels)
     # Persistent chains (config.persistent): l more steps of Eq. 8 from where they stopped; the
     # descriptor's synthesized clips are then these and the revised generator samples.
     if cfg.persistent:
-        model.chain_states.copy_(model.revise(model.chain_states, generator=generator,
-                                              crop=cfg.des_crop))
+        model.chain_states.copy_(model.revise(model.chain_states, generator=generator))
         negatives = torch.cat([y_rev, model.chain_states])
     else:
         negatives = y_rev
@@ -317,11 +297,7 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
         # carry Langevin's (about delta sqrt(l)); else f learns to detect white noise.
         obs = observed if not cfg.data_noise else observed + cfg.data_noise * torch.randn(
             observed.shape, generator=generator, device=observed.device, dtype=observed.dtype)
-        if cfg.des_crop:    # one random window for each set
-            obs, negs = (time_window(c, cfg.des_crop, generator) for c in (obs, negatives))
-        else:
-            negs = negatives
-        energies = model.energy(both)(torch.cat([obs, negs]))
+        energies = model.energy(both)(torch.cat([obs, negatives]))
         e_obs, e_rev = energies[: observed.shape[0]], energies[observed.shape[0]:]
         des_loss = e_rev.mean() - e_obs.mean()
         (des_loss * scale).backward()

@@ -298,8 +298,6 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"gen_padding": "reflect"}, "'gen_padding' must be one of zeros, replicate"),
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "gen_padding": "replicate"},
      "'gen_padding' needs arch 'multiscale'"),
-    ({"des_crop": 8}, "'des_crop' must be 0 \\(off\\) or at least 12 frames"),
-    ({"des_crop": -1}, "'des_crop' must be 0 or more"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
