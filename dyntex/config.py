@@ -45,8 +45,6 @@ class Config:
                                 # differences at its finest scale, doubled per scale (0: off)
     noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
                                 # (the standard preset sets 0.6)
-    noise_rho: float = 0.0      # multiscale: correlation of the noise maps between consecutive
-                                # frames (a stationary AR(1) in time; 0: independent per frame)
     fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
                                 # generator, with its own noise map (0: off)
     fine_upsample: str = "transposed"  # the full-resolution stage's x2: "transposed" conv or
@@ -113,7 +111,7 @@ class Config:
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
               "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels",
-              "gen_padding", "noise_rho")
+              "gen_padding")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -176,8 +174,6 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'beta1' must be in [0, 1), got {value}")
     if key == "ema" and not 0 <= value < 1:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
-    if key == "noise_rho" and not 0 <= value < 1:
-        raise ConfigError(f"setting 'noise_rho' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
     if key in ("colour_sigma", "chroma_sigma", "data_noise") and \
@@ -227,7 +223,7 @@ def _check_shapes(cfg: Config) -> None:
 
     check_shape(cfg.arch, cfg.frames, cfg.size)
     for key in ("layout_channels", "motion_channels", "fine_channels", "des_fine_channels",
-                "gen_padding", "noise_rho"):
+                "gen_padding"):
         if getattr(cfg, key) not in (0, "zeros") and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")

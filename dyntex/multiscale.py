@@ -32,19 +32,6 @@ def depth_to_space3d(x: torch.Tensor, r: int | tuple[int, int, int]) -> torch.Te
 NOISE_WEIGHT = 0.2         # the noise maps' starting weight unless config noise_weight says
 
 
-def ar1_in_time(x: torch.Tensor, rho: float) -> torch.Tensor:
-    """Unit-variance white noise x (B, C, T, H, W) made a stationary AR(1) along time:
-    x'_0 = x_0, x'_t = rho x'_(t-1) + sqrt(1 - rho^2) x_t. A fixed linear map, so an N(0, I) x
-    stays a unit-variance Gaussian at every frame, now with correlation rho^k at lag k."""
-    if not rho:
-        return x
-    c = math.sqrt(1.0 - rho * rho)
-    frames = [x[:, :, 0]]
-    for t in range(1, x.shape[2]):
-        frames.append(rho * frames[-1] + c * x[:, :, t])
-    return torch.stack(frames, 2)
-
-
 class GeneratorStage(nn.Module):
     """[upsample x2] -> conv 3^3 -> (+ learned per-channel weight x noise) -> BatchNorm -> ReLU.
 
@@ -86,13 +73,12 @@ class FieldGenerator(Generator):
 
     def __init__(self, stages: list[GeneratorStage], head: nn.Sequential, latent_channels: int,
                  margin: int, frames: int, size: int, layout_channels: int, classes: int = 0,
-                 embed_channels: int = 0, noise_rho: float = 0.0):
+                 embed_channels: int = 0):
         self.noise_levels = [i for i, st in enumerate(stages) if st.noise_weight is not None]
         packed = latent_channels + sum(math.prod(stages[i].grid) for i in self.noise_levels)
         super().__init__(head, packed, scale=4, offset=0, margin=margin, frames=frames)
         self.factors = latent_channels
         self.stages = nn.ModuleList(stages)
-        self.noise_rho = noise_rho    # lag-1 correlation of the noise maps per output frame
         self.size = size
         self.layout = (nn.Parameter(torch.zeros(1, layout_channels, 1, size // 8, size // 8))
                        if layout_channels else None)
@@ -117,10 +103,7 @@ class FieldGenerator(Generator):
         noise, c = {}, 0
         for i in self.noise_levels:
             n = math.prod(self.stages[i].grid)
-            grid = self.stages[i].grid
-            # stage i's frames are scale / grid[0] output frames apart
-            noise[i] = ar1_in_time(depth_to_space3d(packed[:, c:c + n], grid),
-                                   self.noise_rho ** (self.scale / grid[0]))
+            noise[i] = depth_to_space3d(packed[:, c:c + n], self.stages[i].grid)
             c += n
         if self.layout is not None:
             layout = stretch_map(self.layout, x.shape[-2:])
@@ -212,8 +195,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
                      fine_channels: int = 0, des_fine_channels: int = 0,
-                     fine_upsample: str = "transposed", gen_padding: str = "zeros",
-                     noise_rho: float = 0.0) -> tuple[Descriptor, Generator]:
+                     fine_upsample: str = "transposed", gen_padding: str = "zeros"
+                     ) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -225,9 +208,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     "bilinear": the full-resolution stage upsamples bilinearly, then a conv 3^3, instead of the
     transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid).
     ``gen_padding`` "replicate": the generator's 3^3 convolutions pad by repeating the edge
-    instead of with zeros (the transposed convolutions cannot). ``noise_rho`` > 0: the noise
-    maps are a stationary AR(1) in time with this correlation between consecutive output frames
-    (:func:`ar1_in_time`; 0: independent in every frame)."""
+    instead of with zeros (the transposed convolutions cannot)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -255,7 +236,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     else:
         last = upsample_space(channels)
     gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,
-                         frames, size, layout_channels, classes, embed, noise_rho)
+                         frames, size, layout_channels, classes, embed)
     _init_normal(gen, 0.02)
     outputs = max(1, classes)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:

@@ -129,33 +129,6 @@ def test_replicate_padding_gives_the_generator_no_border():
     assert edge > 0.05 and flat < 1e-5 * max(1.0, edge)
 
 
-def test_noise_rho_makes_the_noise_maps_a_stationary_ar1_in_time():
-    """ar1_in_time keeps unit variance at every frame and gives correlation rho^k at lag k; the
-    generator with noise_rho renders the same factors with fine detail that changes less from
-    frame to frame (the same latent), and rho 0 is the white-noise generator exactly."""
-    from dyntex.multiscale import ar1_in_time
-
-    x = torch.randn(4000, 1, 12, 2, 2, generator=torch.Generator().manual_seed(0))
-    y = ar1_in_time(x, 0.8)
-    assert torch.allclose(y.var(dim=(0, 3, 4)), torch.ones(1, 12), atol=0.06)
-    for k in (1, 3):
-        lag = (y[:, :, k:] * y[:, :, :-k]).mean()
-        assert lag.item() == pytest.approx(0.8 ** k, abs=0.03)
-    assert torch.equal(ar1_in_time(x, 0.0), x)
-
-    def render(rho):
-        torch.manual_seed(0)
-        _, gen = build_nets("multiscale", 16, 16, 4, fine_channels=4, noise_rho=rho)
-        z = torch.randn(2, *gen.latent_shape(), generator=torch.Generator().manual_seed(1))
-        with torch.no_grad():
-            return gen(z)
-
-    white, slow, zero = render(0.0), render(0.9), render(0.0)
-    assert torch.equal(white, zero)
-    change = lambda y: (y[:, :, 1:] - y[:, :, :-1]).abs().mean()
-    assert change(slow) < 0.8 * change(white)
-
-
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
@@ -322,9 +295,6 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"colour_sigma": float("nan")}, "'colour_sigma' must be 0 or a positive number"),
     ({"chroma_sigma": -1.0}, "'chroma_sigma' must be 0 or a positive number"),
     ({"data_noise": float("inf")}, "'data_noise' must be 0 or a positive number"),
-    ({"noise_rho": 1.0}, r"'noise_rho' must be in \[0, 1\)"),
-    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_rho": 0.5},
-     "'noise_rho' needs arch 'multiscale'"),
     ({"gen_padding": "reflect"}, "'gen_padding' must be one of zeros, replicate"),
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "gen_padding": "replicate"},
      "'gen_padding' needs arch 'multiscale'"),
