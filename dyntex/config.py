@@ -20,7 +20,6 @@ REF_MEANS = ("zero", "channel", "frame")
 FRAME_BIASES = ("none", "mean")
 LR_SCHEDULES = ("constant", "cosine")
 FINE_UPSAMPLES = ("transposed", "bilinear")
-GEN_PADDINGS = ("zeros", "replicate")
 WINDOWS = ("first", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -49,8 +48,6 @@ class Config:
                                 # generator, with its own noise map (0: off)
     fine_upsample: str = "transposed"  # the full-resolution stage's x2: "transposed" conv or
                                 # "bilinear" then conv 3^3 (no fixed 2-pixel grid)
-    gen_padding: str = "zeros"  # multiscale: how the generator's 3^3 convolutions pad at the
-                                # frame's edges, "zeros" or "replicate" (no dark/light border)
     des_fine_channels: int = 0  # multiscale: width of a stride-1 full-resolution term in the
                                 # descriptor (0: off; docs/quality.md: it bought nothing measurable)
     labels: str = ""            # class names, comma-separated: one class-conditional model
@@ -110,8 +107,7 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels",
-              "gen_padding")
+              "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -150,8 +146,7 @@ _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
             "diverge_lower": ("lr_des", "step_size", "both"), "ref_mean": REF_MEANS,
             "frame_bias": FRAME_BIASES,
-            "lr_schedule": LR_SCHEDULES, "fine_upsample": FINE_UPSAMPLES,
-            "gen_padding": GEN_PADDINGS}
+            "lr_schedule": LR_SCHEDULES, "fine_upsample": FINE_UPSAMPLES}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -222,9 +217,8 @@ def _check_shapes(cfg: Config) -> None:
     from .nets import check_shape  # shape rules live with the networks
 
     check_shape(cfg.arch, cfg.frames, cfg.size)
-    for key in ("layout_channels", "motion_channels", "fine_channels", "des_fine_channels",
-                "gen_padding"):
-        if getattr(cfg, key) not in (0, "zeros") and cfg.arch != "multiscale":
+    for key in ("layout_channels", "motion_channels", "fine_channels", "des_fine_channels"):
+        if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")
     if cfg.fine_upsample != Config.fine_upsample and not cfg.fine_channels:

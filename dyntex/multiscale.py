@@ -40,12 +40,11 @@ class GeneratorStage(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, upsample: bool, noise: bool,
                  noise_weight: float = NOISE_WEIGHT, grid: tuple[int, int, int] = (1, 1, 1),
-                 conv: nn.Module | None = None, padding: str = "zeros"):
+                 conv: nn.Module | None = None):
         super().__init__()
         self.grid = grid
         self.up = Upsample((2, 2, 2)) if upsample else nn.Identity()
-        self.conv = conv if conv is not None else nn.Conv3d(c_in, c_out, 3, padding=1,
-                                                            padding_mode=padding)
+        self.conv = conv if conv is not None else nn.Conv3d(c_in, c_out, 3, padding=1)
         self.noise_weight = (nn.Parameter(torch.full((1, c_out, 1, 1, 1), float(noise_weight)))
                              if noise else None)
         self.post = nn.Sequential(_batchnorm(c_out), nn.ReLU())
@@ -195,8 +194,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
                      fine_channels: int = 0, des_fine_channels: int = 0,
-                     fine_upsample: str = "transposed", gen_padding: str = "zeros"
-                     ) -> tuple[Descriptor, Generator]:
+                     fine_upsample: str = "transposed") -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -206,19 +204,16 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     width, with its own noise map, before a conv 3^3 to RGB. ``des_fine_channels`` > 0: the
     descriptor gets a stride-1 conv 3^3 of that width with its own head. ``fine_upsample``
     "bilinear": the full-resolution stage upsamples bilinearly, then a conv 3^3, instead of the
-    transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid).
-    ``gen_padding`` "replicate": the generator's 3^3 convolutions pad by repeating the edge
-    instead of with zeros (the transposed convolutions cannot)."""
+    transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
-    pad = gen_padding
     stages = [GeneratorStage(latent_channels + layout_channels + embed, g0, upsample=False,
-                             noise=False, padding=pad),
+                             noise=False),
               GeneratorStage(g0, g1, upsample=True, noise=noise, noise_weight=noise_weight,
-                             grid=(2, 2, 2), padding=pad),
+                             grid=(2, 2, 2)),
               GeneratorStage(g1, g2, upsample=True, noise=noise, noise_weight=noise_weight,
-                             grid=(4, 4, 4), padding=pad)]
+                             grid=(4, 4, 4))]
     # x2 in space by a transposed conv whose kernel (4) is a multiple of its stride (2): every
     # output pixel gets the same number of taps (no checkerboard; sub-pixel convolution left a grid)
     # (a resize-convolution head, bilinear x2 then conv 3^3, has no grid either but was blurrier
@@ -227,12 +222,12 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
         return nn.ConvTranspose3d(g2, c_out, (3, 4, 4), stride=(1, 2, 2), padding=1)
 
     if fine_channels:
-        up = (nn.Sequential(Upsample((1, 2, 2), "trilinear"),
-                            nn.Conv3d(g2, fine_channels, 3, padding=1, padding_mode=pad))
+        up = (nn.Sequential(Upsample((1, 2, 2), "trilinear"), nn.Conv3d(g2, fine_channels, 3,
+                                                                        padding=1))
               if fine_upsample == "bilinear" else upsample_space(fine_channels))
         stages.append(GeneratorStage(g2, fine_channels, upsample=False, noise=noise,
                                      noise_weight=noise_weight, grid=(4, 8, 8), conv=up))
-        last = nn.Conv3d(fine_channels, channels, 3, padding=1, padding_mode=pad)
+        last = nn.Conv3d(fine_channels, channels, 3, padding=1)
     else:
         last = upsample_space(channels)
     gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,

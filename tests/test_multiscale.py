@@ -106,29 +106,6 @@ def test_bilinear_fine_upsampling_has_no_fixed_two_pixel_grid():
     assert not any(isinstance(m, torch.nn.ConvTranspose3d) for m in gen.stages[-1].modules())
 
 
-def test_replicate_padding_gives_the_generator_no_border():
-    """gen_padding "replicate": a latent field that is the same at every place renders frames
-    that are the same at every pixel (no border where the convolutions reach past the edge);
-    zero padding darkens or lightens the frame's edge."""
-    def spread(padding):
-        torch.manual_seed(0)
-        _, gen = build_nets("multiscale", 16, 32, 4, fine_channels=8, fine_upsample="bilinear",
-                            gen_padding=padding)
-        with torch.no_grad():
-            for p in gen.parameters():
-                if p.ndim == 5:
-                    p.normal_(0.0, 0.1)
-            z = torch.randn(2, gen.latent_channels, gen.latent_shape()[1], 1, 1)
-            z[:, 4:] = 0                 # no noise maps (their packing varies within a cell)
-            g = gen(z.expand(-1, -1, -1, *gen.latent_shape()[2:]).contiguous())
-        return float((g - g.mean(dim=(3, 4), keepdim=True)).abs().max()), float(g.std())
-
-    edge, _ = spread("zeros")
-    flat, level = spread("replicate")
-    assert level > 1e-2                      # the clips are not blank
-    assert edge > 0.05 and flat < 1e-5 * max(1.0, edge)
-
-
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
@@ -295,9 +272,6 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"colour_sigma": float("nan")}, "'colour_sigma' must be 0 or a positive number"),
     ({"chroma_sigma": -1.0}, "'chroma_sigma' must be 0 or a positive number"),
     ({"data_noise": float("inf")}, "'data_noise' must be 0 or a positive number"),
-    ({"gen_padding": "reflect"}, "'gen_padding' must be one of zeros, replicate"),
-    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "gen_padding": "replicate"},
-     "'gen_padding' needs arch 'multiscale'"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
