@@ -44,6 +44,9 @@ class Config:
                                 # differences at its finest scale, doubled per scale (0: off)
     noise_weight: float = 0.2   # multiscale: starting weight of the generator's noise maps
                                 # (the standard preset sets 0.6)
+    noise_flow: float = 0.0     # multiscale: > 0, the finest noise map is carried along a flow the
+                                # generator predicts, with this correlation between consecutive
+                                # frames (0: drawn afresh in every frame)
     fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
                                 # generator, with its own noise map (0: off)
     fine_upsample: str = "transposed"  # the full-resolution stage's x2: "transposed" conv or
@@ -107,7 +110,8 @@ class Config:
 
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
-              "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels")
+              "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels",
+              "noise_flow")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -169,6 +173,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'beta1' must be in [0, 1), got {value}")
     if key == "ema" and not 0 <= value < 1:
         raise ConfigError(f"setting 'ema' must be in [0, 1), got {value}")
+    if key == "noise_flow" and not 0 <= value < 1:
+        raise ConfigError(f"setting 'noise_flow' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
     if key in ("colour_sigma", "chroma_sigma", "data_noise") and \
@@ -217,7 +223,8 @@ def _check_shapes(cfg: Config) -> None:
     from .nets import check_shape  # shape rules live with the networks
 
     check_shape(cfg.arch, cfg.frames, cfg.size)
-    for key in ("layout_channels", "motion_channels", "fine_channels", "des_fine_channels"):
+    for key in ("layout_channels", "motion_channels", "fine_channels", "des_fine_channels",
+                "noise_flow"):
         if getattr(cfg, key) and cfg.arch != "multiscale":
             raise ConfigError(f"setting '{key}' needs arch 'multiscale' (got arch '{cfg.arch}'; "
                               f"set {key} to 0 or use the standard preset)")

@@ -30,6 +30,50 @@ def depth_to_space3d(x: torch.Tensor, r: int | tuple[int, int, int]) -> torch.Te
 
 
 NOISE_WEIGHT = 0.2         # the noise maps' starting weight unless config noise_weight says
+FLOW_MAX = 1.0             # bound of the noise flow, pixels per frame at its features' scale
+
+
+def advect(noise: torch.Tensor, flow: torch.Tensor, rho: float) -> torch.Tensor:
+    """Noise maps (B, C, T, H, W) carried along a flow (B, 2, T, H, W) of (dx, dy) pixels per frame:
+    out_0 = n_0, out_t = rho W_t(out_(t-1)) + sqrt(1 - rho^2) n_t, where W_t takes the value at
+    p - flow_t(p) in the previous frame (bilinear, reflected at the border), so a pattern moves by
+    the flow each frame while fresh noise renews it. With a zero flow this is a stationary AR(1)
+    in time; bilinear warping smooths the carried part a little, so its variance is at most 1."""
+    b, _, t, h, w = noise.shape
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=noise.device, dtype=noise.dtype)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=noise.device, dtype=noise.dtype)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)[None]   # (1, H, W, (x, y))
+    to_unit = noise.new_tensor([2.0 / w, 2.0 / h])                          # pixels -> [-1, 1]
+    fresh = math.sqrt(1.0 - rho * rho)
+    frames = [noise[:, :, 0]]
+    for k in range(1, t):
+        grid = base - flow[:, :, k].permute(0, 2, 3, 1) * to_unit
+        carried = nn.functional.grid_sample(frames[-1], grid, mode="bilinear",
+                                            padding_mode="reflection", align_corners=False)
+        frames.append(rho * carried + fresh * noise[:, :, k])
+    return torch.stack(frames, 2)
+
+
+class NoiseFlow(nn.Module):
+    """A flow predicted from a stage's input features (conv 3^3 to (dx, dy), tanh-bounded by
+    FLOW_MAX pixels per frame at the features' scale) that carries the stage's noise map
+    (:func:`advect`), so the fine detail can move with the content instead of being drawn afresh
+    in every frame. Zero at initialisation: training starts from the AR(1) noise of ``rho``."""
+
+    def __init__(self, c_in: int, rho: float):
+        super().__init__()
+        self.rho = rho
+        self.conv = nn.Conv3d(c_in, 2, 3, padding=1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def flow(self, features: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """The flow at the noise map's (T, H, W) ``shape``, in its pixels per frame."""
+        f = torch.tanh(self.conv(features)) * FLOW_MAX
+        return nn.functional.interpolate(f, size=shape, mode="trilinear") * (shape[1] / f.shape[-2])
+
+    def forward(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return advect(noise, self.flow(features, noise.shape[-3:]), self.rho)
 
 
 class GeneratorStage(nn.Module):
@@ -85,6 +129,7 @@ class FieldGenerator(Generator):
         self.embed = nn.Embedding(classes, embed_channels) if classes else None
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 1.0)
+        self.noise_flow: NoiseFlow | None = None   # carries the last noise map (build_multiscale)
 
     def latent_shape(self, frames: int | None = None, size: int | None = None
                      ) -> tuple[int, int, int, int]:
@@ -113,6 +158,8 @@ class FieldGenerator(Generator):
             e = e[:, :, None, None, None]
             x = torch.cat([x, e.expand(-1, -1, *x.shape[2:])], 1)
         for i, stage in enumerate(self.stages):
+            if self.noise_flow is not None and i == self.noise_levels[-1]:
+                noise[i] = self.noise_flow(x, noise[i])
             x = stage(x, noise.get(i))
         for layer in self.body:           # the frame bias is chosen by class
             x = layer(x, labels) if isinstance(layer, FrameBias) else layer(x)
@@ -194,7 +241,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
                      fine_channels: int = 0, des_fine_channels: int = 0,
-                     fine_upsample: str = "transposed") -> tuple[Descriptor, Generator]:
+                     fine_upsample: str = "transposed", noise_flow: float = 0.0
+                     ) -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -204,7 +252,9 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     width, with its own noise map, before a conv 3^3 to RGB. ``des_fine_channels`` > 0: the
     descriptor gets a stride-1 conv 3^3 of that width with its own head. ``fine_upsample``
     "bilinear": the full-resolution stage upsamples bilinearly, then a conv 3^3, instead of the
-    transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid)."""
+    transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid).
+    ``noise_flow`` > 0: the finest noise map is carried along a flow the generator predicts from
+    that stage's input (:class:`NoiseFlow`), with this correlation between consecutive frames."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -233,6 +283,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     gen = FieldGenerator(stages, nn.Sequential(last, nn.Tanh()), latent_channels, MS_MARGIN,
                          frames, size, layout_channels, classes, embed)
     _init_normal(gen, 0.02)
+    if noise_flow and noise:
+        gen.noise_flow = NoiseFlow(g2 if fine_channels else g1, noise_flow)
     outputs = max(1, classes)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
         trunk, heads, c_in = [], [], channels

@@ -106,6 +106,48 @@ def test_bilinear_fine_upsampling_has_no_fixed_two_pixel_grid():
     assert not any(isinstance(m, torch.nn.ConvTranspose3d) for m in gen.stages[-1].modules())
 
 
+def test_advect_moves_noise_along_the_flow_and_renews_it():
+    """A whole-pixel flow carries a pattern exactly by that many pixels per frame (rho 1); rho 0
+    is fresh noise in every frame; with no flow the maps are an AR(1) in time: unit variance and
+    correlation rho between consecutive frames."""
+    from dyntex.multiscale import advect
+
+    n = torch.zeros(1, 1, 4, 16, 16)
+    n[0, 0, 0, 5, 4] = 1.0
+    flow = torch.zeros(1, 2, 4, 16, 16)
+    flow[:, 0], flow[:, 1] = 2.0, -1.0                      # 2 px right, 1 px up per frame
+    out = advect(n, flow, 1.0)
+    for k in range(4):
+        assert out[0, 0, k, 5 - k, 4 + 2 * k] == pytest.approx(1.0, abs=1e-5)
+        assert out[0, 0, k].sum() == pytest.approx(1.0, abs=1e-5)
+    x = torch.randn(3000, 1, 6, 4, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(advect(x, torch.zeros(3000, 2, 6, 4, 4), 0.0), x)
+    y = advect(x, torch.zeros(3000, 2, 6, 4, 4), 0.8)
+    assert torch.allclose(y.var(dim=(0, 3, 4)), torch.ones(1, 6), atol=0.06)
+    assert (y[:, :, 1:] * y[:, :, :-1]).mean().item() == pytest.approx(0.8, abs=0.03)
+
+
+def test_noise_flow_is_learned_and_moves_the_fine_detail():
+    """noise_flow: the generator's finest noise map is carried by a flow that starts at zero,
+    receives gradient from the output (so training can learn it), and changes the clips once it
+    is non-zero; the setting round-trips through a checkpoint."""
+    torch.manual_seed(0)
+    model = CoopNets(_small(fine_channels=4, noise_flow=0.9))
+    gen = model.generator
+    assert gen.noise_flow is not None and not gen.noise_flow.conv.weight.any()
+    z = torch.randn(2, *gen.latent_shape(), generator=torch.Generator().manual_seed(1))
+    gen.train()
+    gen(z).pow(2).sum().backward()
+    assert gen.noise_flow.conv.weight.grad.abs().sum() > 0
+    gen.eval()
+    with torch.no_grad():
+        still = gen(z)
+        gen.noise_flow.conv.bias.fill_(1.0)                 # a uniform drift
+        moving = gen(z)
+    assert (moving - still).abs().mean() > 1e-3
+    assert CoopNets(_small()).generator.noise_flow is None
+
+
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
@@ -273,6 +315,9 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"chroma_sigma": -1.0}, "'chroma_sigma' must be 0 or a positive number"),
     ({"data_noise": float("inf")}, "'data_noise' must be 0 or a positive number"),
     ({"noise_weight": float("nan")}, r"'noise_weight' must be in \[0, 10\]"),
+    ({"noise_flow": 1.0}, r"'noise_flow' must be in \[0, 1\)"),
+    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_flow": 0.5},
+     "'noise_flow' needs arch 'multiscale'"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
