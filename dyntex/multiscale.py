@@ -58,7 +58,9 @@ class NoiseFlow(nn.Module):
     """A flow predicted from a stage's input features (conv 3^3 to (dx, dy), tanh-bounded by
     FLOW_MAX pixels per frame at the features' scale) that carries the stage's noise map
     (:func:`advect`), so the fine detail can move with the content instead of being drawn afresh
-    in every frame. Zero at initialisation: training starts from the AR(1) noise of ``rho``."""
+    in every frame. Zero at initialisation: training starts from the AR(1) noise of ``rho``.
+    Bilinear warping has a one-sided gradient at whole-pixel positions, so a loss that prefers
+    weaker noise pulls the flow up-left (docs/quality.md, thirteenth round)."""
 
     def __init__(self, c_in: int, rho: float):
         super().__init__()

@@ -148,6 +148,13 @@ def test_noise_flow_is_learned_and_moves_the_fine_detail():
     assert CoopNets(_small()).generator.noise_flow is None
 
 
+def test_noise_flow_round_trips_through_a_checkpoint(tmp_path):
+    Trainer(_small(fine_channels=4, noise_flow=0.9, iters=2), run_dir=tmp_path / "run").fit(_clips())
+    model, _ = load_model(tmp_path / "run")
+    assert model.config.noise_flow == 0.9
+    assert model.generator.noise_flow is not None and model.generator.noise_flow.conv.weight.any()
+
+
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
