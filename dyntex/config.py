@@ -20,6 +20,7 @@ REF_MEANS = ("zero", "channel", "frame")
 FRAME_BIASES = ("none", "mean")
 LR_SCHEDULES = ("constant", "cosine")
 FINE_UPSAMPLES = ("transposed", "bilinear")
+NOISE_FLOW_FIELDS = ("local", "global")
 WINDOWS = ("first", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -47,6 +48,8 @@ class Config:
     noise_flow: float = 0.0     # multiscale: > 0, the finest noise map is carried along a flow the
                                 # generator predicts, with this correlation between consecutive
                                 # frames (0: drawn afresh in every frame)
+    noise_flow_field: str = "local"  # that flow: "local", one per pixel (bilinear warp), or
+                                # "global", one velocity per clip and frame (exact shift)
     fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
                                 # generator, with its own noise map (0: off)
     fine_upsample: str = "transposed"  # the full-resolution stage's x2: "transposed" conv or
@@ -111,7 +114,7 @@ class Config:
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
               "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels",
-              "noise_flow")
+              "noise_flow", "noise_flow_field")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -150,7 +153,8 @@ _POSITIVE_FLOAT = {"step_size", "ref_sigma", "infer_step_size", "gen_sigma", "lr
 _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tuple(PRESETS),
             "diverge_lower": ("lr_des", "step_size", "both"), "ref_mean": REF_MEANS,
             "frame_bias": FRAME_BIASES,
-            "lr_schedule": LR_SCHEDULES, "fine_upsample": FINE_UPSAMPLES}
+            "lr_schedule": LR_SCHEDULES, "fine_upsample": FINE_UPSAMPLES,
+            "noise_flow_field": NOISE_FLOW_FIELDS}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -231,6 +235,9 @@ def _check_shapes(cfg: Config) -> None:
     if cfg.fine_upsample != Config.fine_upsample and not cfg.fine_channels:
         raise ConfigError(f"setting 'fine_upsample' shapes the full-resolution stage, which "
                           f"fine_channels 0 leaves out (set fine_channels, e.g. 16)")
+    if cfg.noise_flow_field != Config.noise_flow_field and not cfg.noise_flow:
+        raise ConfigError("setting 'noise_flow_field' shapes the noise flow, which noise_flow 0 "
+                          "leaves out (set noise_flow, e.g. 0.9)")
     if cfg.noise_weight != Config.noise_weight and cfg.arch != "multiscale":
         raise ConfigError(f"setting 'noise_weight' needs arch 'multiscale' (got arch '{cfg.arch}': "
                           f"its generator has no noise maps; use the standard preset)")

@@ -54,17 +54,40 @@ def advect(noise: torch.Tensor, flow: torch.Tensor, rho: float) -> torch.Tensor:
     return torch.stack(frames, 2)
 
 
+def shift(noise: torch.Tensor, velocity: torch.Tensor, rho: float) -> torch.Tensor:
+    """Noise maps (B, C, T, H, W) carried by one velocity per clip and frame (B, 2, T) of (dx, dy)
+    pixels per frame: out_0 = n_0, out_t = rho S_t(out_(t-1)) + sqrt(1 - rho^2) n_t, where S_t
+    translates the whole map by the velocity as an exact Fourier shift (periodic). Unlike the
+    bilinear warp of :func:`advect` it does not blur, so the map's energy does not depend on the
+    velocity and its gradient has no preferred direction; any velocity keeps the AR(1)'s unit
+    variance (up to the Nyquist row and column at fractional shifts)."""
+    b, _, t, h, w = noise.shape
+    ky = torch.fft.fftfreq(h, device=noise.device, dtype=noise.dtype)[:, None]
+    kx = torch.fft.rfftfreq(w, device=noise.device, dtype=noise.dtype)[None, :]
+    fresh = math.sqrt(1.0 - rho * rho)
+    frames = [noise[:, :, 0]]
+    for k in range(1, t):
+        vx, vy = (velocity[:, i, k][:, None, None, None] for i in (0, 1))
+        phase = torch.exp(-2j * math.pi * (kx * vx + ky * vy))   # shift theorem
+        carried = torch.fft.irfft2(torch.fft.rfft2(frames[-1]) * phase, s=(h, w))
+        frames.append(rho * carried + fresh * noise[:, :, k])
+    return torch.stack(frames, 2)
+
+
 class NoiseFlow(nn.Module):
     """A flow predicted from a stage's input features (conv 3^3 to (dx, dy), tanh-bounded by
-    FLOW_MAX pixels per frame at the features' scale) that carries the stage's noise map
-    (:func:`advect`), so the fine detail can move with the content instead of being drawn afresh
-    in every frame. Zero at initialisation: training starts from the AR(1) noise of ``rho``.
-    Bilinear warping has a one-sided gradient at whole-pixel positions, so a loss that prefers
-    weaker noise pulls the flow up-left (docs/quality.md, thirteenth round)."""
+    FLOW_MAX pixels per frame at the features' scale) that carries the stage's noise map, so the
+    fine detail can move with the content instead of being drawn afresh in every frame. Zero at
+    initialisation: training starts from the AR(1) noise of ``rho``.
+    ``field`` "local": a flow per pixel, bilinear warp (:func:`advect`); bilinear warping has a
+    one-sided gradient at whole-pixel positions, so a loss that prefers weaker noise pulls the
+    flow up-left, towards blur (docs/quality.md, thirteenth round). "global": one velocity per
+    clip and frame (tanh of the conv's spatial mean), an exact shift (:func:`shift`), unbiased."""
 
-    def __init__(self, c_in: int, rho: float):
+    def __init__(self, c_in: int, rho: float, field: str = "local"):
         super().__init__()
         self.rho = rho
+        self.field = field
         self.conv = nn.Conv3d(c_in, 2, 3, padding=1)
         nn.init.zeros_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
@@ -74,7 +97,15 @@ class NoiseFlow(nn.Module):
         f = torch.tanh(self.conv(features)) * FLOW_MAX
         return nn.functional.interpolate(f, size=shape, mode="trilinear") * (shape[1] / f.shape[-2])
 
+    def velocity(self, features: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+        """The global field's (B, 2, T) velocity at the noise map's (T, H, W) ``shape``."""
+        f = self.conv(features)
+        v = torch.tanh(f.mean(dim=(3, 4))) * FLOW_MAX * (shape[1] / f.shape[-2])
+        return nn.functional.interpolate(v, size=shape[0], mode="linear")
+
     def forward(self, features: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        if self.field == "global":
+            return shift(noise, self.velocity(features, noise.shape[-3:]), self.rho)
         return advect(noise, self.flow(features, noise.shape[-3:]), self.rho)
 
 
@@ -243,8 +274,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      noise: bool = True, motion_channels: tuple[int, ...] | None = None,
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
                      fine_channels: int = 0, des_fine_channels: int = 0,
-                     fine_upsample: str = "transposed", noise_flow: float = 0.0
-                     ) -> tuple[Descriptor, Generator]:
+                     fine_upsample: str = "transposed", noise_flow: float = 0.0,
+                     noise_flow_field: str = "local") -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -256,7 +287,8 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     "bilinear": the full-resolution stage upsamples bilinearly, then a conv 3^3, instead of the
     transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid).
     ``noise_flow`` > 0: the finest noise map is carried along a flow the generator predicts from
-    that stage's input (:class:`NoiseFlow`), with this correlation between consecutive frames."""
+    that stage's input (:class:`NoiseFlow`), with this correlation between consecutive frames;
+    ``noise_flow_field`` "local" (a flow per pixel) or "global" (one velocity per clip and frame)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -286,7 +318,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                          frames, size, layout_channels, classes, embed)
     _init_normal(gen, 0.02)
     if noise_flow and noise:
-        gen.noise_flow = NoiseFlow(g2 if fine_channels else g1, noise_flow)
+        gen.noise_flow = NoiseFlow(g2 if fine_channels else g1, noise_flow, noise_flow_field)
     outputs = max(1, classes)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
         trunk, heads, c_in = [], [], channels

@@ -1,5 +1,7 @@
 """The standard preset's model: multi-scale stationary networks, layout map, frame bias, motion
 branch, reference mean, generator EMA, and their round trip through a checkpoint."""
+import math
+
 import pytest
 import torch
 
@@ -127,14 +129,60 @@ def test_advect_moves_noise_along_the_flow_and_renews_it():
     assert (y[:, :, 1:] * y[:, :, :-1]).mean().item() == pytest.approx(0.8, abs=0.03)
 
 
-def test_noise_flow_is_learned_and_moves_the_fine_detail():
+def test_shift_translates_exactly_and_has_no_preferred_direction():
+    """The global field's Fourier shift: a whole-pixel velocity moves a map exactly (with
+    wrap-around), a fractional one keeps its energy (odd sizes: no Nyquist row), a zero velocity is
+    the same AR(1) as :func:`advect` with no flow; and the energy's gradient at zero velocity is
+    nil where the bilinear warp's is large and positive (the blur bias it replaces)."""
+    from dyntex.multiscale import advect, shift
+
+    g = torch.Generator().manual_seed(0)
+    n = torch.randn(2, 1, 4, 16, 16, generator=g)
+    v = torch.zeros(2, 2, 4)
+    v[:, 0], v[:, 1] = 2.0, -1.0                          # 2 px right, 1 px up per frame
+    out = shift(torch.cat([n[:, :, :1], torch.zeros_like(n[:, :, 1:])], 2), v, 1.0)
+    for k in range(4):
+        assert torch.allclose(out[:, 0, k], n[:, 0, 0].roll((-k, 2 * k), (-2, -1)), atol=1e-5)
+    x = torch.randn(500, 1, 6, 8, 8, generator=g)
+    zero = torch.zeros(500, 2, 6)
+    assert torch.equal(shift(x, zero, 0.0), x)
+    assert torch.allclose(shift(x, zero, 0.8), advect(x, torch.zeros(500, 2, 6, 8, 8), 0.8),
+                          atol=1e-5)
+    odd = torch.randn(3, 1, 2, 15, 15, generator=g)
+    moved = shift(odd, torch.full((3, 2, 2), 0.37), 1.0)
+    assert torch.allclose(moved[:, :, 1].pow(2).sum(), odd[:, :, 0].pow(2).sum(), rtol=1e-4)
+    assert not torch.allclose(moved[:, :, 1], odd[:, :, 0], atol=0.1)
+
+    def energy_gradient(carry, velocity):
+        velocity.requires_grad_(True)
+        carry(n, velocity, 1.0).pow(2).sum().backward()
+        return velocity.grad
+    global_grad = energy_gradient(shift, torch.zeros(2, 2, 4))
+    local_grad = energy_gradient(advect, torch.zeros(2, 2, 4, 16, 16)).sum(dim=(3, 4))
+    assert (local_grad[:, :, 1:] > 10).all()              # bilinear: blurring lowers the energy
+    assert global_grad.abs().max() < 1e-3 * local_grad[:, :, 1:].min()
+    # the module's global field: one velocity from the conv's spatial mean, in the map's pixels
+    from dyntex.multiscale import FLOW_MAX, NoiseFlow
+    carry = NoiseFlow(4, 0.9, "global")
+    with torch.no_grad():
+        carry.conv.bias.fill_(0.3)
+        features, noise = torch.randn(1, 4, 4, 8, 8, generator=g), n[:1]
+        velocity = carry.velocity(features, noise.shape[-3:])
+        assert velocity.shape == (1, 2, 4)
+        assert torch.allclose(velocity, torch.full_like(velocity, 2 * FLOW_MAX * math.tanh(0.3)))
+        assert torch.allclose(carry(features, noise), shift(noise, velocity, 0.9))
+
+
+@pytest.mark.parametrize("field", ["local", "global"])
+def test_noise_flow_is_learned_and_moves_the_fine_detail(field):
     """noise_flow: the generator's finest noise map is carried by a flow that starts at zero,
     receives gradient from the output (so training can learn it), and changes the clips once it
     is non-zero; the setting round-trips through a checkpoint."""
     torch.manual_seed(0)
-    model = CoopNets(_small(fine_channels=4, noise_flow=0.9))
+    model = CoopNets(_small(fine_channels=4, noise_flow=0.9, noise_flow_field=field))
     gen = model.generator
     assert gen.noise_flow is not None and not gen.noise_flow.conv.weight.any()
+    assert gen.noise_flow.field == field
     z = torch.randn(2, *gen.latent_shape(), generator=torch.Generator().manual_seed(1))
     gen.train()
     gen(z).pow(2).sum().backward()
@@ -149,9 +197,11 @@ def test_noise_flow_is_learned_and_moves_the_fine_detail():
 
 
 def test_noise_flow_round_trips_through_a_checkpoint(tmp_path):
-    Trainer(_small(fine_channels=4, noise_flow=0.9, iters=2), run_dir=tmp_path / "run").fit(_clips())
+    Trainer(_small(fine_channels=4, noise_flow=0.9, noise_flow_field="global", iters=2),
+            run_dir=tmp_path / "run").fit(_clips())
     model, _ = load_model(tmp_path / "run")
     assert model.config.noise_flow == 0.9
+    assert model.generator.noise_flow.field == "global"
     assert model.generator.noise_flow is not None and model.generator.noise_flow.conv.weight.any()
 
 
@@ -325,6 +375,9 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
     ({"noise_flow": 1.0}, r"'noise_flow' must be in \[0, 1\)"),
     ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "noise_flow": 0.5},
      "'noise_flow' needs arch 'multiscale'"),
+    ({"noise_flow": 0.9, "noise_flow_field": "radial"},
+     "'noise_flow_field' must be one of local, global"),
+    ({"noise_flow_field": "global"}, "'noise_flow_field' shapes the noise flow"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
