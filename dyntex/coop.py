@@ -249,6 +249,23 @@ def train_step(model: CoopNets, opts: Optimizers, observed: Tensor,
 STAT_NAMES = ("des_loss", "gen_loss", "energy_obs", "energy_syn", "langevin_rms")
 
 
+def sorted_values(clips: Tensor) -> Tensor:
+    """(C, N T H W): each channel's values over all the clips (B, C, T, H, W), in ascending order."""
+    return clips.transpose(0, 1).reshape(clips.shape[1], -1).sort(dim=1).values
+
+
+def marginal_loss(y: Tensor, reference: Tensor) -> Tensor:
+    """Mean over the clips y (B, C, T, H, W) of sum over channels and ranks of (a clip's k-th
+    smallest value - the ``reference``'s (C, M, sorted) value at the same rank)^2: T H W times the
+    squared 2-Wasserstein distance between their per-channel value distributions (1-D optimal
+    transport matches sorted values), zero when each channel holds the reference's values in any
+    order. Its gradient moves each pixel towards its rank's value, as histogram matching does."""
+    c, b = y.shape[1], y.shape[0]
+    ranked = y.transpose(0, 1).reshape(c, b, -1).sort(dim=2).values
+    idx = torch.linspace(0, reference.shape[1] - 1, ranked.shape[2], device=y.device).round().long()
+    return (ranked - reference[:, idx][:, None]).pow(2).sum(dim=(0, 2)).mean()
+
+
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
                          scale: float = 1.0, after_generator: Callable[[], None] | None = None,
                          labels: Tensor | None = None) -> Tensor:
@@ -308,6 +325,9 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
         # Step G2: gradient of  mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)  (Eq. 17): regress g(X)
         # onto the revised clips.
         gen_loss = (y_rev - y_gen_fit).pow(2).flatten(1).sum(1).mean() / (2 * cfg.gen_sigma ** 2)
+        if cfg.marginal_weight:        # not in the paper: the observed value distributions
+            gen_loss = gen_loss + cfg.marginal_weight * marginal_loss(
+                y_gen_fit, sorted_values(observed)) / (2 * cfg.gen_sigma ** 2)
         (gen_loss * scale).backward()
         return gen_loss
 

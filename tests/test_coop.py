@@ -59,6 +59,14 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
         z = z + d1 ** 2 / 2 * (fit - z)
         z = z + d1 * torch.randn(z.shape, generator=g)
     y_fit = gen(z) if cfg.infer_steps else y_gen
+    # marginal_weight: each clip's and channel's sorted values against the observed values at the
+    # same ranks (the observed clips pooled, before any data noise)
+    marginal = 0.0
+    for i in range(cfg.chains if cfg.marginal_weight else 0):
+        for c in range(y_fit.shape[1]):
+            mine, theirs = y_fit[i, c].flatten().sort().values, observed[:, c].flatten().sort().values
+            ranks = torch.linspace(0, len(theirs) - 1, len(mine)).round().long()
+            marginal = marginal + ((mine - theirs[ranks]) ** 2).sum()
     # data_noise: the observed clips the descriptor sees get fresh N(0, data_noise^2) noise
     if cfg.data_noise:
         observed = observed + cfg.data_noise * torch.randn(observed.shape, generator=g)
@@ -66,8 +74,8 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
     des_loss = des(torch.cat([y, chains])).mean() - des(observed).mean()
     d_grads = torch.autograd.grad(des_loss, list(des.parameters()))
     # G2 (Eq. 17): descend mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)
-    gen_loss = sum(((y[i] - y_fit[i]) ** 2).sum() for i in range(cfg.chains)) / cfg.chains \
-        / (2 * sigma ** 2)
+    gen_loss = (sum(((y[i] - y_fit[i]) ** 2).sum() for i in range(cfg.chains))
+                + cfg.marginal_weight * marginal) / cfg.chains / (2 * sigma ** 2)
     g_grads = torch.autograd.grad(gen_loss, list(gen.parameters()))
     with torch.no_grad():
         for params, grads, lr in ((des.parameters(), d_grads, lr_des), (gen.parameters(), g_grads, lr_gen)):
@@ -86,7 +94,8 @@ MULTISCALE = dict(arch="multiscale", layout_channels=2, frame_bias="mean", motio
     ("fast", 8, 16, 0, {}), ("fast", 8, 16, 2, {}), ("paper", 28, 16, 0, {}),
     ("multiscale", 16, 16, 0, MULTISCALE), ("multiscale", 16, 16, 2, MULTISCALE),
     ("multiscale", 16, 16, 0, {**MULTISCALE, "persistent": 2}),
-    ("multiscale", 16, 16, 2, {**MULTISCALE, "data_noise": 0.05})])
+    ("multiscale", 16, 16, 2, {**MULTISCALE, "data_noise": 0.05}),
+    ("multiscale", 16, 16, 0, {**MULTISCALE, "marginal_weight": 0.5, "chains": 2})])
 def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
     """train_step (fast formulations, steps inside the backward pass) against the written-out
     iteration: both losses and every network's update (SGD, so the update is the gradient)."""
@@ -118,6 +127,32 @@ def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
         expected = torch.cat([(q.detach() - start[id(p)]).flatten()
                               for p, q in zip(net.parameters(), ref_net.parameters())])
         assert expected.norm() > 0 and _rel(moved, expected) < 1e-4
+
+
+def test_marginal_loss_is_the_sorted_value_distance_and_matches_histograms():
+    """marginal_loss: zero for the reference's values in any order, T H W c^2 per channel for a
+    shift by c, and descending it moves a clip's value histograms onto the reference's."""
+    from dyntex.coop import marginal_loss, sorted_values
+    from dyntex.eval.metrics import color_distance
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(1, 3, 4, 8, 8, generator=g) * 2 - 1
+    ref_sorted = sorted_values(ref)
+    shuffled = ref.flatten(2)[:, :, torch.randperm(256, generator=g)].view_as(ref)
+    assert marginal_loss(shuffled, ref_sorted).item() == pytest.approx(0.0, abs=1e-9)
+    assert marginal_loss(ref + 0.1, ref_sorted).item() == pytest.approx(3 * 256 * 0.01, rel=1e-4)
+    # a two-clip batch against a longer reference: the mean over clips, at matching ranks
+    assert marginal_loss(torch.cat([ref, ref + 0.2]), sorted_values(torch.cat([ref, ref]))).item() \
+        == pytest.approx(3 * 256 * 0.04 / 2, rel=1e-4)
+    y = (0.3 * torch.randn(2, 3, 4, 8, 8, generator=g)).requires_grad_(True)
+    to_unit = lambda c: ((c[0].detach().permute(1, 2, 3, 0) + 1) / 2).clamp(0, 1).numpy()
+    before = color_distance(to_unit(y), to_unit(ref))
+    for _ in range(20):
+        loss = marginal_loss(y, ref_sorted)
+        (grad,) = torch.autograd.grad(loss, y)
+        with torch.no_grad():
+            y -= 0.2 * grad
+    assert before > 0.3 and color_distance(to_unit(y), to_unit(ref)) < 0.1 * before
 
 
 def test_descriptor_learns_to_prefer_observed_clips():
