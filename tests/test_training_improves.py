@@ -35,6 +35,9 @@ def _scores(model, observed: np.ndarray) -> tuple[float, float]:
     # the default preset's networks, shrunk: multi-scale, layout, frame bias, motion branch
     ("standard", 16, {"iters": 150, "latent_channels": 4, "layout_channels": 2,
                       "motion_channels": 4, "langevin_steps": 3}, 0.9),
+    # the quality preset, shrunk the same way: full-resolution stage, global noise flow, marginals
+    ("quality", 16, {"iters": 150, "latent_channels": 4, "layout_channels": 2,
+                     "motion_channels": 4, "langevin_steps": 3, "fine_channels": 4}, 0.95),
 ])
 def test_training_improves_spectrum_and_motion_over_initialisation(preset, frames, overrides,
                                                                    spectrum_gain):
