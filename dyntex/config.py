@@ -136,7 +136,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # standard + a full-resolution generator stage, a wider reference with anchored colours,
     # fine noise moved by one learned velocity, and the generator fitted to the observed value
     # distributions: better texture statistics on the nine shared clips, lower PSNR / SSIM,
-    # about 1.4x the time (docs/quality.md, fourteenth round).
+    # about twice the time per iteration (docs/quality.md, fourteenth round).
     "quality": {**_STANDARD, "fine_channels": 16, "fine_upsample": "bilinear", "ref_sigma": 0.1,
                 "step_size": 0.004, "colour_sigma": 0.032, "chroma_sigma": 0.032,
                 "data_noise": 0.0126, "noise_flow": 0.9, "noise_flow_field": "global",
