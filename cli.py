@@ -314,8 +314,8 @@ def benchmark(data_dir: Path, out: Path, quiet: bool, task: str, occlude: str,
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(["paper", "quality", "standard", "fast"]), default="paper",
-              show_default=True,
+@click.option("--preset", type=click.Choice(sorted(p for p in PRESETS if p != "tiny")),
+              default="paper", show_default=True,
               help="Networks and settings to time.")
 @click.option("--frames", type=int, default=None, help="Frames T (default: the preset's).")
 @click.option("--size", type=int, default=None, help="Frame side S (default: the preset's).")
