@@ -76,8 +76,6 @@ class Config:
     marginal_weight: float = 0.0  # > 0: the generator's loss also pulls each channel's value
                                 # distribution to the observed clips' (sorted values against the
                                 # observed quantiles at the same ranks), with this weight (0: off)
-    spectrum_weight: float = 0.0  # > 0: the generator's loss also pulls the log-amplitude of its
-                                # clips' smoothed 3-D spectrum to the observed clips' (0: off)
     persistent: int = 0         # persistent descriptor chains (started at the reference mean,
                                 # l steps per iteration) joined to the revised generator samples
                                 # as the descriptor's synthesized clips (0: Algorithm 1 as published)
@@ -194,8 +192,7 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'noise_flow' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
-    if key in ("colour_sigma", "chroma_sigma", "data_noise", "marginal_weight",
-               "spectrum_weight") and \
+    if key in ("colour_sigma", "chroma_sigma", "data_noise", "marginal_weight") and \
             not (value >= 0 and value < float("inf")):
         raise ConfigError(f"setting '{key}' must be 0 or a positive number, got {value}")
     if key == "diverge_factor" and not 0 < value < 1:
@@ -266,10 +263,9 @@ def _check_shapes(cfg: Config) -> None:
         if cfg.persistent:
             raise ConfigError("persistent chains are not available for a class-conditional model "
                               "(set persistent to 0)")
-        for key in ("marginal_weight", "spectrum_weight"):
-            if getattr(cfg, key):
-                raise ConfigError(f"{key} pools the observed clips' statistics, which would mix "
-                                  f"the classes of a class-conditional model (set it to 0)")
+        if cfg.marginal_weight:
+            raise ConfigError("marginal_weight pools the observed clips' values, which would mix "
+                              "the classes of a class-conditional model (set it to 0)")
     if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
         raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
                           f"{MOTION_MIN_FRAMES}; "

@@ -266,31 +266,6 @@ def marginal_loss(y: Tensor, reference: Tensor) -> Tensor:
     return (ranked - reference[:, idx][:, None]).pow(2).sum(dim=(0, 2)).mean()
 
 
-def power_spectrum(clips: Tensor, pool: int = 3) -> Tensor:
-    """(C, T, H, W): the 3-D power spectrum |FFT|^2 (orthonormal) of the clips (B, C, T, H, W),
-    averaged over the clips and over each frequency's pool^3 neighbours (circularly): a smoothed
-    estimate, as one clip's periodogram varies by 100 % from bin to bin."""
-    p = torch.fft.fftn(clips.float(), dim=(-3, -2, -1), norm="ortho").abs().pow(2).mean(0)
-    k = pool // 2
-    p = torch.nn.functional.pad(p[None], (k,) * 6, mode="circular")
-    return torch.nn.functional.avg_pool3d(p, pool, stride=1)[0]
-
-
-#: floor added to each bin's power before the log (about the power of 8-bit quantisation noise
-#: on [-1, 1] is 5e-6): bins far below it do not pull
-SPECTRUM_FLOOR = 1e-7
-
-
-def spectrum_loss(y: Tensor, reference: Tensor) -> Tensor:
-    """Sum over channels and frequencies of (log-amplitude of the clips y (B, C, T, H, W) - the
-    ``reference`` power spectrum's (C, T, H, W), both from :func:`power_spectrum`)^2: zero when
-    the clips' smoothed 3-D spectrum is the reference's, whatever their phases; in log units, so
-    fine, fast detail weighs as much as the coarse structure (the spectrum constraint of Liu,
-    Gousseau and Xia 2016, on log-amplitudes and in space-time)."""
-    d = torch.log(power_spectrum(y) + SPECTRUM_FLOOR) - torch.log(reference + SPECTRUM_FLOOR)
-    return d.pow(2).sum() / 4           # (log |F|)^2 = (log |F|^2)^2 / 4
-
-
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
                          scale: float = 1.0, after_generator: Callable[[], None] | None = None,
                          labels: Tensor | None = None) -> Tensor:
@@ -353,9 +328,6 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
         if cfg.marginal_weight:        # not in the paper: the observed value distributions
             gen_loss = gen_loss + cfg.marginal_weight * marginal_loss(
                 y_gen_fit, sorted_values(observed)) / (2 * cfg.gen_sigma ** 2)
-        if cfg.spectrum_weight:        # not in the paper: the observed 3-D spectrum
-            gen_loss = gen_loss + cfg.spectrum_weight * spectrum_loss(
-                y_gen_fit, power_spectrum(observed)) / (2 * cfg.gen_sigma ** 2)
         (gen_loss * scale).backward()
         return gen_loss
 
