@@ -21,7 +21,6 @@ FRAME_BIASES = ("none", "mean")
 LR_SCHEDULES = ("constant", "cosine")
 FINE_UPSAMPLES = ("transposed", "bilinear")
 NOISE_FLOW_FIELDS = ("local", "global")
-LATENT_FLOWS = ("none", "global")
 WINDOWS = ("first", "random")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -51,9 +50,6 @@ class Config:
                                 # frames (0: drawn afresh in every frame)
     noise_flow_field: str = "local"  # that flow: "local", one per pixel (bilinear warp), or
                                 # "global", one velocity per clip and frame (exact shift)
-    latent_flow: str = "none"   # multiscale: "global", the coarse latent factors are an AR(1) in
-                                # time carried by one velocity (correlation and velocity learned,
-                                # starting at 0: independent latent frames, as "none")
     fine_channels: int = 0      # multiscale: width of a full-resolution last stage in the
                                 # generator, with its own noise map (0: off)
     fine_upsample: str = "transposed"  # the full-resolution stage's x2: "transposed" conv or
@@ -121,7 +117,7 @@ class Config:
 # The settings that fix the networks' shapes: a checkpoint only fits a run with these.
 MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "frame_bias",
               "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels",
-              "noise_flow", "noise_flow_field", "latent_flow")
+              "noise_flow", "noise_flow_field")
 
 DEFAULT_PRESET = "standard"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
@@ -169,7 +165,7 @@ _CHOICES = {"arch": ARCHES, "window": WINDOWS, "device": DEVICES, "preset": tupl
             "diverge_lower": ("lr_des", "step_size", "both"), "ref_mean": REF_MEANS,
             "frame_bias": FRAME_BIASES,
             "lr_schedule": LR_SCHEDULES, "fine_upsample": FINE_UPSAMPLES,
-            "noise_flow_field": NOISE_FLOW_FIELDS, "latent_flow": LATENT_FLOWS}
+            "noise_flow_field": NOISE_FLOW_FIELDS}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -253,9 +249,6 @@ def _check_shapes(cfg: Config) -> None:
     if cfg.noise_flow_field != Config.noise_flow_field and not cfg.noise_flow:
         raise ConfigError("setting 'noise_flow_field' shapes the noise flow, which noise_flow 0 "
                           "leaves out (set noise_flow, e.g. 0.9)")
-    if cfg.latent_flow != Config.latent_flow and cfg.arch != "multiscale":
-        raise ConfigError(f"setting 'latent_flow' needs arch 'multiscale' (got arch '{cfg.arch}'; "
-                          f"use the standard preset)")
     if cfg.noise_weight != Config.noise_weight and cfg.arch != "multiscale":
         raise ConfigError(f"setting 'noise_weight' needs arch 'multiscale' (got arch '{cfg.arch}': "
                           f"its generator has no noise maps; use the standard preset)")

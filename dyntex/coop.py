@@ -40,7 +40,6 @@ class CoopNets(nn.Module):
                        "fine_upsample": config.fine_upsample,
                        "noise_flow": config.noise_flow,
                        "noise_flow_field": config.noise_flow_field,
-                       "latent_flow": config.latent_flow,
                        "des_fine_channels": config.des_fine_channels}
         self.labels = class_names(config)       # class names of a conditional model, or []
         self.descriptor, self.generator = build_nets(config.arch, config.frames, config.size,

@@ -54,7 +54,7 @@ def advect(noise: torch.Tensor, flow: torch.Tensor, rho: float) -> torch.Tensor:
     return torch.stack(frames, 2)
 
 
-def shift(noise: torch.Tensor, velocity: torch.Tensor, rho: float | torch.Tensor) -> torch.Tensor:
+def shift(noise: torch.Tensor, velocity: torch.Tensor, rho: float) -> torch.Tensor:
     """Noise maps (B, C, T, H, W) carried by one velocity per clip and frame (B, 2, T) of (dx, dy)
     pixels per frame: out_0 = n_0, out_t = rho S_t(out_(t-1)) + sqrt(1 - rho^2) n_t, where S_t
     translates the whole map by the velocity as an exact Fourier shift (periodic). Unlike the
@@ -64,7 +64,7 @@ def shift(noise: torch.Tensor, velocity: torch.Tensor, rho: float | torch.Tensor
     b, _, t, h, w = noise.shape
     ky = torch.fft.fftfreq(h, device=noise.device, dtype=noise.dtype)[:, None]
     kx = torch.fft.rfftfreq(w, device=noise.device, dtype=noise.dtype)[None, :]
-    fresh = math.sqrt(1.0 - rho * rho) if isinstance(rho, float) else torch.sqrt(1.0 - rho * rho)
+    fresh = math.sqrt(1.0 - rho * rho)
     frames = [noise[:, :, 0]]
     for k in range(1, t):
         vx, vy = (velocity[:, i, k][:, None, None, None] for i in (0, 1))
@@ -107,27 +107,6 @@ class NoiseFlow(nn.Module):
         if self.field == "global":
             return shift(noise, self.velocity(features, noise.shape[-3:]), self.rho)
         return advect(noise, self.flow(features, noise.shape[-3:]), self.rho)
-
-
-class LatentFlow(nn.Module):
-    """The coarse latent factors X (B, C, t, h, w) as an AR(1) in latent time carried by one
-    velocity (:func:`shift`): X'_0 = X_0, X'_k = rho S_v(X'_(k-1)) + sqrt(1 - rho^2) X_k, so
-    each X'_k is still N(0, I) while the coarse structure can persist and travel, as a translating
-    texture (water, ripples) does; independent latent frames cannot render that beyond the
-    generator's receptive field. rho = tanh(GAIN a) and v = tanh(GAIN b) latent pixels per latent
-    frame are learned from a = b = 0 (independent frames: the model without it); GAIN lets
-    Adam's steps (about the learning rate each) cover them within a few hundred iterations."""
-
-    GAIN = 25.0
-
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Parameter(torch.zeros(()))
-        self.b = nn.Parameter(torch.zeros(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rho, v = torch.tanh(self.GAIN * self.a), torch.tanh(self.GAIN * self.b)
-        return shift(x, v.view(1, 2, 1).expand(x.shape[0], 2, x.shape[2]), rho)
 
 
 class GeneratorStage(nn.Module):
@@ -184,7 +163,6 @@ class FieldGenerator(Generator):
         if self.embed is not None:
             nn.init.normal_(self.embed.weight, 0.0, 1.0)
         self.noise_flow: NoiseFlow | None = None   # carries the last noise map (build_multiscale)
-        self.latent_flow: LatentFlow | None = None  # carries the coarse factors (build_multiscale)
 
     def latent_shape(self, frames: int | None = None, size: int | None = None
                      ) -> tuple[int, int, int, int]:
@@ -199,8 +177,6 @@ class FieldGenerator(Generator):
             raise ConfigError("a class-conditional generator needs labels, an unconditional one "
                               "takes none")
         x, packed = z[:, :self.factors], z[:, self.factors:]
-        if self.latent_flow is not None:
-            x = self.latent_flow(x)
         noise, c = {}, 0
         for i in self.noise_levels:
             n = math.prod(self.stages[i].grid)
@@ -299,8 +275,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
                      classes: int = 0, noise_weight: float = NOISE_WEIGHT,
                      fine_channels: int = 0, des_fine_channels: int = 0,
                      fine_upsample: str = "transposed", noise_flow: float = 0.0,
-                     noise_flow_field: str = "local", latent_flow: str = "none"
-                     ) -> tuple[Descriptor, Generator]:
+                     noise_flow_field: str = "local") -> tuple[Descriptor, Generator]:
     """Fully convolutional, multi-scale descriptor and generator (see the module docstring).
     ``classes`` > 0: class-conditional (a class embedding of ``MS_EMBED`` channels joined to the
     generator's factors; one energy output per class on the descriptor's heads).
@@ -313,9 +288,7 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     transposed convolution (whose four sub-kernels can print a fixed 2-pixel grid).
     ``noise_flow`` > 0: the finest noise map is carried along a flow the generator predicts from
     that stage's input (:class:`NoiseFlow`), with this correlation between consecutive frames;
-    ``noise_flow_field`` "local" (a flow per pixel) or "global" (one velocity per clip and frame).
-    ``latent_flow`` "global": the coarse factors are carried by one learned velocity
-    (:class:`LatentFlow`)."""
+    ``noise_flow_field`` "local" (a flow per pixel) or "global" (one velocity per clip and frame)."""
     check_shape("multiscale", frames, size)
     g0, g1, g2 = gen_channels
     embed = MS_EMBED if classes else 0
@@ -346,8 +319,6 @@ def build_multiscale(frames: int, size: int, channels: int = 3, latent_channels:
     _init_normal(gen, 0.02)
     if noise_flow and noise:
         gen.noise_flow = NoiseFlow(g2 if fine_channels else g1, noise_flow, noise_flow_field)
-    if latent_flow == "global":
-        gen.latent_flow = LatentFlow()
     outputs = max(1, classes)
     def pyramid(widths: tuple[int, ...]) -> tuple[list[nn.Module], list[nn.Module]]:
         trunk, heads, c_in = [], [], channels

@@ -205,49 +205,6 @@ def test_noise_flow_round_trips_through_a_checkpoint(tmp_path):
     assert model.generator.noise_flow is not None and model.generator.noise_flow.conv.weight.any()
 
 
-def test_latent_flow_starts_as_independent_frames_then_carries_the_factors(tmp_path):
-    """latent_flow "global": at initialisation (rho = v = 0) the generator renders exactly what it
-    renders without it; once learned (gradient reaches both parameters) each latent frame is the
-    last one moved by v with correlation rho plus fresh noise, still of unit variance; the
-    parameters round-trip through a weights-only checkpoint."""
-    from dyntex.multiscale import LatentFlow, shift
-
-    torch.manual_seed(0)
-    plain = CoopNets(_small())
-    torch.manual_seed(0)
-    model = CoopNets(_small(latent_flow="global"))
-    gen = model.generator
-    assert isinstance(gen.latent_flow, LatentFlow) and plain.generator.latent_flow is None
-    gen.load_state_dict(plain.generator.state_dict(), strict=False)
-    z = torch.randn(2, *gen.latent_shape(), generator=torch.Generator().manual_seed(1))
-    gen.eval(), plain.generator.eval()
-    with torch.no_grad():
-        assert torch.equal(gen(z), plain.generator(z))
-    gen.train()
-    gen(z).pow(2).sum().backward()
-    assert gen.latent_flow.a.grad.abs() > 0       # rho first: v moves nothing while rho is 0
-    flow = LatentFlow()
-    with torch.no_grad():
-        flow.a.fill_(math.atanh(0.8) / flow.GAIN)
-        flow.b.copy_(torch.tensor([math.atanh(0.5), 0.0]) / flow.GAIN)   # half a pixel right
-    x = torch.randn(4000, 1, 3, 9, 9, generator=torch.Generator().manual_seed(2))  # odd: no Nyquist
-    with torch.no_grad():
-        out = flow(x)
-    assert torch.allclose(out, shift(x, torch.tensor([0.5, 0.0]).view(1, 2, 1).expand(4000, 2, 3),
-                                     0.8), atol=1e-5)
-    half_right = torch.tensor([0.5, 0.0]).view(1, 2, 1).expand(4000, 2, 2)
-    moved = shift(out[:, :, 1:], half_right, 1.0)[:, :, 1]   # frame 1 moved by v, nothing fresh
-    assert out[:, :, 2].std().item() == pytest.approx(1.0, abs=0.02)
-    corr = (out[:, :, 2] * moved).mean() / (out[:, :, 2].std() * moved.std())
-    assert corr.item() == pytest.approx(0.8, abs=0.02)
-    assert (out[:, :, 2] * out[:, :, 1]).mean().item() < 0.75    # not the frame left in place
-    flow(x[:8]).pow(3).sum().backward()                            # and v is learned once rho > 0
-    assert flow.b.grad[0].abs() > 0
-    Trainer(_small(latent_flow="global", iters=2), run_dir=tmp_path / "run").fit(_clips())
-    loaded, _ = load_model(tmp_path / "run")
-    assert loaded.config.latent_flow == "global" and loaded.generator.latent_flow.a.item() != 0
-
-
 def test_fine_stage_adds_full_resolution_noise_and_a_stride_one_descriptor_scale():
     """fine_channels: the generator's last stage runs at full resolution with its own noise map
     (one latent channel per pixel of a 4 x 8 x 8 block of each coarse cell), so one noise value
@@ -422,9 +379,6 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
      "'noise_flow_field' must be one of local, global"),
     ({"noise_flow_field": "global"}, "'noise_flow_field' shapes the noise flow"),
     ({"marginal_weight": -1.0}, "'marginal_weight' must be 0 or a positive number"),
-    ({"latent_flow": "local"}, "'latent_flow' must be one of none, global"),
-    ({"arch": "fast", "motion_channels": 0, "layout_channels": 0, "latent_flow": "global"},
-     "'latent_flow' needs arch 'multiscale'"),
     ({"labels": "a,b", "marginal_weight": 1.0}, "marginal_weight pools the observed clips"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
