@@ -263,9 +263,6 @@ def _check_shapes(cfg: Config) -> None:
         if cfg.persistent:
             raise ConfigError("persistent chains are not available for a class-conditional model "
                               "(set persistent to 0)")
-        if cfg.marginal_weight:
-            raise ConfigError("marginal_weight pools the observed clips' values, which would mix "
-                              "the classes of a class-conditional model (set it to 0)")
     if cfg.motion_channels and cfg.frames < MOTION_MIN_FRAMES:
         raise ConfigError(f"the descriptor's motion branch (motion_channels) needs frames >= "
                           f"{MOTION_MIN_FRAMES}; "

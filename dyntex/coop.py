@@ -266,6 +266,23 @@ def marginal_loss(y: Tensor, reference: Tensor) -> Tensor:
     return (ranked - reference[:, idx][:, None]).pow(2).sum(dim=(0, 2)).mean()
 
 
+def marginal_term(y: Tensor, observed: Tensor, y_labels: Tensor | None = None,
+                  observed_labels: Tensor | None = None) -> Tensor:
+    """:func:`marginal_loss` of the clips ``y`` against the ``observed`` clips pooled. With class
+    indices (a class-conditional model), each clip is compared with the observed clips of its own
+    class in the batch; clips of a class the batch does not hold add nothing this iteration.
+    Either way the sum over clips is divided by all of ``y``'s clips."""
+    if observed_labels is None:
+        return marginal_loss(y, sorted_values(observed))
+    total = y.new_zeros(())
+    for c in observed_labels.unique():
+        mine = y_labels == c
+        if mine.any():
+            total = total + marginal_loss(y[mine], sorted_values(observed[observed_labels == c])) \
+                * mine.sum()
+    return total / y.shape[0]
+
+
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
                          scale: float = 1.0, after_generator: Callable[[], None] | None = None,
                          labels: Tensor | None = None) -> Tensor:
@@ -326,8 +343,8 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
         # onto the revised clips.
         gen_loss = (y_rev - y_gen_fit).pow(2).flatten(1).sum(1).mean() / (2 * cfg.gen_sigma ** 2)
         if cfg.marginal_weight:        # not in the paper: the observed value distributions
-            gen_loss = gen_loss + cfg.marginal_weight * marginal_loss(
-                y_gen_fit, sorted_values(observed)) / (2 * cfg.gen_sigma ** 2)
+            gen_loss = gen_loss + cfg.marginal_weight * marginal_term(
+                y_gen_fit, observed, chain_labels, labels) / (2 * cfg.gen_sigma ** 2)
         (gen_loss * scale).backward()
         return gen_loss
 

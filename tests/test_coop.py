@@ -155,6 +155,27 @@ def test_marginal_loss_is_the_sorted_value_distance_and_matches_histograms():
     assert before > 0.3 and color_distance(to_unit(y), to_unit(ref)) < 0.1 * before
 
 
+def test_marginal_term_compares_each_class_with_its_own_observed_clips():
+    """A class-conditional model: each chain's values against the observed clips of its class
+    in the batch; a class the batch lacks gets no term (and no gradient)."""
+    from dyntex.coop import marginal_loss, marginal_term, sorted_values
+
+    g = torch.Generator().manual_seed(1)
+    obs = torch.rand(3, 3, 4, 8, 8, generator=g) * 2 - 1
+    obs_labels = torch.tensor([0, 2, 0])
+    y = torch.randn(6, 3, 4, 8, 8, generator=g).requires_grad_(True)
+    y_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    term = marginal_term(y, obs, y_labels, obs_labels)
+    expected = (2 * marginal_loss(y[:2], sorted_values(obs[[0, 2]]))
+                + 2 * marginal_loss(y[4:], sorted_values(obs[[1]]))) / 6
+    assert term.item() == pytest.approx(expected.item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(term, y)
+    assert grad[2:4].abs().max() == 0 and grad[:2].abs().min() > 0 and grad[4:].abs().min() > 0
+    # unconditional: the observed clips pooled, as marginal_loss
+    assert marginal_term(y, obs).item() == pytest.approx(
+        marginal_loss(y, sorted_values(obs)).item(), rel=1e-6)
+
+
 def test_descriptor_learns_to_prefer_observed_clips():
     model = _model()
     opts = Optimizers.for_model(model)
