@@ -70,9 +70,10 @@ def _training_options(f):
     """Options that override the config (None = not given, so the preset/config file decides)."""
     opts = [
         click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-                     help="Starting settings: standard (default: stationary multi-scale "
-                          "networks, ~7 min a clip on a 2-core CPU), quality (better texture "
-                          "statistics, about twice the time), fast (the earlier, quicker "
+                     help="Starting settings: quality (default: stationary multi-scale "
+                          "networks fitted to the clip's colours, ~9 min a clip on a 2-core "
+                          "CPU), standard (the same networks without a full-resolution stage, "
+                          "about 0.6x the time, blurrier), fast (an earlier, quicker "
                           "default), paper (the authors' exact Exp. 7 networks, 64 x 128^2), "
                           "tiny (smoke tests)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -141,7 +142,7 @@ def train(input_path: Path, out: Path, resume: bool, quiet: bool, conditional: b
               help="Frames per clip (default: the training length; longer is allowed).")
 @click.option("--size", type=int, default=None,
               help="Frame side (default: the training size; another size needs the multiscale "
-                   "networks of the standard preset).")
+                   "networks of the quality and standard presets).")
 @click.option("--langevin-steps", type=int, default=0, show_default=True,
               help="Refine the generator's clips by K descriptor Langevin steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -213,14 +214,18 @@ def recover(video: Path, mask: Path | None, occlude: str | None, out: Path, run_
 @main.command()
 @click.option("--out", "-o", default="demo_out", show_default=True,
               type=click.Path(path_type=Path))
-@click.option("--iters", type=int, default=None, help="Training iterations (default: the default preset's).")
+@click.option("--preset", type=click.Choice(sorted(p for p in PRESETS if p != "tiny")),
+              default=DEFAULT_PRESET, show_default=True,
+              help="standard: the earlier default, about 0.6x the time, softer waves.")
+@click.option("--iters", type=int, default=None, help="Training iterations (default: the preset's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def demo(out: Path, iters: int | None, device: str | None, quiet: bool) -> None:
-    """Train the default preset on the shipped water clip and write samples and a contact sheet."""
+def demo(out: Path, preset: str, iters: int | None, device: str | None, quiet: bool) -> None:
+    """Train a preset (default: the default) on the shipped water clip and write samples and a
+    contact sheet."""
     from dyntex import api
 
-    paths = api.demo(out, iters=iters, progress=not quiet, device=device)
+    paths = api.demo(out, iters=iters, progress=not quiet, preset=preset, device=device)
     click.echo(f"samples in {paths['samples']}/, contact sheet {paths['contact_sheet']}, "
                f"training report {paths['report']}")
 

@@ -248,15 +248,16 @@ def recover(video: str | Path, out: str | Path, config: Config, mask: str | Path
     return paths
 
 
-def demo(out: str | Path, iters: int | None = None, progress: bool = True, **overrides: Any) -> dict[str, Path]:
-    """The main job on the shipped sample: train the default preset on ``data/water.mp4``, then write
+def demo(out: str | Path, iters: int | None = None, progress: bool = True,
+         preset: str = DEFAULT_PRESET, **overrides: Any) -> dict[str, Path]:
+    """The main job on the shipped sample: train ``preset`` on ``data/water.mp4``, then write
     three synthesized clips (mp4 + gif), a contact sheet (observed row above synthesized rows) and
     the run's ``report.html``."""
     from .sample_data import sample_clip
 
     out = Path(out)
     check_output_folder(out)
-    cfg = make_config(DEFAULT_PRESET, iters=iters, **overrides)
+    cfg = make_config(preset, iters=iters, **overrides)
     videos = load_inputs(sample_clip(), cfg.frames, cfg.size)
     trainer = train(videos, out / "run", cfg, resume=(out / "run" / "checkpoints").is_dir(), progress=progress)
     g = torch.Generator(device=trainer.device).manual_seed(cfg.seed)

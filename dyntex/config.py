@@ -28,7 +28,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 @dataclass
 class Config:
     """All settings of a run. The dataclass defaults are the ``fast`` preset's; presets (and so
-    the default preset, ``standard``) override some of them."""
+    the default preset, ``quality``) override some of them."""
 
     preset: str = "fast"        # the preset these settings started from (informative)
     # -- data -------------------------------------------------------------------------------
@@ -119,12 +119,12 @@ MODEL_KEYS = ("arch", "frames", "size", "latent_channels", "layout_channels", "f
               "motion_channels", "fine_channels", "fine_upsample", "des_fine_channels", "labels",
               "noise_flow", "noise_flow_field")
 
-DEFAULT_PRESET = "standard"
+DEFAULT_PRESET = "quality"
 MOTION_MIN_FRAMES = 12  # the motion branch's 3 stride-2 scales need 11 temporal differences
 
 # Named sets of overrides. "paper" is exactly the authors' Exp. 7 (Xie et al., TPAMI; code
-# jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "standard" is the default
-# (docs/quality.md measures each of its choices against "fast", the earlier default).
+# jianwen-xie/Spatial-Temporal-CoopNets, main_coop_video.py); "standard" is the
+# multi-scale design, "quality" (the default) builds on it (docs/quality.md measures each choice).
 # Stationary multi-scale networks (multiscale.build_multiscale) with a learned layout map and
 # frame bias, a descriptor that also sees temporal differences, and the reference distribution
 # centred on the observed mean frame; the generator's noise maps start at 0.6 (more moving fine
@@ -136,7 +136,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # standard + a full-resolution generator stage, a wider reference with anchored colours,
     # fine noise moved by one learned velocity, and the generator fitted to the observed value
     # distributions: better texture statistics on the nine shared clips, lower PSNR / SSIM,
-    # about twice the time per iteration (docs/quality.md, fourteenth round).
+    # about 1.6x the time per iteration (docs/quality.md, fourteenth and sixteenth rounds).
     "quality": {**_STANDARD, "fine_channels": 16, "fine_upsample": "bilinear", "ref_sigma": 0.1,
                 "step_size": 0.004, "colour_sigma": 0.032, "chroma_sigma": 0.032,
                 "data_noise": 0.0126, "noise_flow": 0.9, "noise_flow_field": "global",

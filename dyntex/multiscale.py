@@ -1,6 +1,6 @@
-"""The ``multiscale`` networks (the ``standard`` preset): a stationary, fully convolutional,
-multi-scale descriptor and generator for dynamic textures (after STGConvNet, Xie et al. CVPR 2017;
-:mod:`dyntex.nets` describes them beside the ``paper`` and ``fast`` networks).
+"""The ``multiscale`` networks (the ``quality`` and ``standard`` presets): a stationary, fully
+convolutional, multi-scale descriptor and generator for dynamic textures (after STGConvNet, Xie et
+al. CVPR 2017; :mod:`dyntex.nets` describes them beside the ``paper`` and ``fast`` networks).
 
 Layout is (B, C, T, H, W). Every layer is convolutional, so a model trained at S x S renders and
 scores other sizes (a multiple of 8); only the optional layout map, frame bias and the

@@ -19,9 +19,10 @@ Three architectures:
     are S/2 (descriptor) and S/4 (generator), and the latent length is (T - 24) / 4, so T must be
     a multiple of 4 and at least 28, and S a multiple of 4.
 
-``multiscale`` (the ``standard`` preset, the default; :mod:`dyntex.multiscale`): networks for
-    stationary textures (after STGConvNet, Xie et al. CVPR 2017), fully convolutional in space
-    and time, so a trained model renders larger frames too:
+``multiscale`` (the ``quality`` preset, the default, and ``standard``;
+    :mod:`dyntex.multiscale`): networks for stationary textures (after STGConvNet, Xie et al.
+    CVPR 2017), fully convolutional in space and time, so a trained model renders larger
+    frames too:
 
     * generator: a latent *field* X (C x t x S/8 x S/8) of coarse factors, three stages of x2
       upsampling + 3^3 convolution + BatchNorm + ReLU, each finer stage adding its own per-pixel
@@ -36,8 +37,8 @@ Three architectures:
       fully-connected last term (the frame's layout), and optionally the same pyramid on the
       temporal differences Y[t+1] - Y[t] (the texture of the motion).
 
-``fast`` (the default before ``standard``; designed for a laptop CPU and to avoid the paper
-    networks' visible defects when scaled down to 32 x 64^2):
+``fast`` (the default before ``standard`` and ``quality``; designed for a laptop CPU and to
+    avoid the paper networks' visible defects when scaled down to 32 x 64^2):
 
     * transposed convolutions with kernel 4, stride 2 (kernel divisible by the stride, so every
       output pixel receives the same number of taps: no checkerboard);

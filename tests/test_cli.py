@@ -120,6 +120,12 @@ def test_demo_runs_on_the_shipped_sample(tmp_path):
     assert img.size[0] > 8 * 64 and img.size[1] >= 4 * 64  # observed row + 3 sample rows of 64 px
     for i in range(3):
         assert read_video(tmp_path / "demo" / f"sample_{i:03d}.mp4").frames.shape == (32, 64, 64, 3)
+    saved = json.loads((tmp_path / "demo" / "run" / "config.json").read_text())
+    assert saved["preset"] == "quality" and saved["fine_channels"] > 0   # the default
+    r = _run("demo", "--preset", "standard", "--out", tmp_path / "std", "--iters", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    saved = json.loads((tmp_path / "std" / "run" / "config.json").read_text())
+    assert saved["preset"] == "standard" and saved["fine_channels"] == 0
 
 
 def test_train_on_a_real_clip(shared_data, tmp_path):
