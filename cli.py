@@ -221,7 +221,7 @@ def recover(video: Path, mask: Path | None, occlude: str | None, out: Path, run_
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def demo(out: Path, preset: str, iters: int | None, device: str | None, quiet: bool) -> None:
-    """Train a preset (default: the default) on the shipped water clip and write samples and a
+    """Train a preset (default: quality) on the shipped water clip and write samples and a
     contact sheet."""
     from dyntex import api
 
