@@ -76,6 +76,8 @@ class Config:
     marginal_weight: float = 0.0  # > 0: the generator's loss also pulls each channel's value
                                 # distribution to the observed clips' (sorted values against the
                                 # observed quantiles at the same ranks), with this weight (0: off)
+    flow_weight: float = 0.0    # > 0: the same for the distribution of the clips' local optical
+                                # flow at three scales (directions and speeds), with this weight
     persistent: int = 0         # persistent descriptor chains (started at the reference mean,
                                 # l steps per iteration) joined to the revised generator samples
                                 # as the descriptor's synthesized clips (0: Algorithm 1 as published)
@@ -135,12 +137,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "standard": _STANDARD,
     # standard + a full-resolution generator stage, a wider reference with anchored colours,
     # fine noise moved by one learned velocity, and the generator fitted to the observed value
-    # distributions: better texture statistics on the nine shared clips, lower PSNR / SSIM,
-    # about 1.6x the time per iteration (docs/quality.md, fourteenth and sixteenth rounds).
+    # and local-flow distributions: better texture statistics on the nine shared clips, lower
+    # PSNR / SSIM, about 1.75x the time per iteration (docs/quality.md, fourteenth, sixteenth
+    # and eighteenth rounds).
     "quality": {**_STANDARD, "fine_channels": 16, "fine_upsample": "bilinear", "ref_sigma": 0.1,
                 "step_size": 0.004, "colour_sigma": 0.032, "chroma_sigma": 0.032,
                 "data_noise": 0.0126, "noise_flow": 0.9, "noise_flow_field": "global",
-                "marginal_weight": 1.0},
+                "marginal_weight": 1.0, "flow_weight": 0.01},
     "fast": {},
     "paper": {
         "arch": "paper", "frames": 64, "size": 128, "window": "first", "latent_channels": 5,
@@ -192,7 +195,8 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError(f"setting 'noise_flow' must be in [0, 1), got {value}")
     if key == "noise_weight" and not 0 <= value <= 10:
         raise ConfigError(f"setting 'noise_weight' must be in [0, 10], got {value}")
-    if key in ("colour_sigma", "chroma_sigma", "data_noise", "marginal_weight") and \
+    if key in ("colour_sigma", "chroma_sigma", "data_noise", "marginal_weight",
+               "flow_weight") and \
             not (value >= 0 and value < float("inf")):
         raise ConfigError(f"setting '{key}' must be 0 or a positive number, got {value}")
     if key == "diverge_factor" and not 0 < value < 1:

@@ -18,6 +18,7 @@ from .langevin import infer_latent, revise
 from .errors import ConfigError
 from .multiscale import FieldGenerator
 from .nets import Descriptor, Generator, build_nets
+from .opticalflow import DIRECTIONS, SCALES, flow_pyramid
 
 Tensor = torch.Tensor
 
@@ -283,6 +284,22 @@ def marginal_term(y: Tensor, observed: Tensor, y_labels: Tensor | None = None,
     return total / y.shape[0]
 
 
+def flow_term(y: Tensor, observed: Tensor, y_labels: Tensor | None = None,
+              observed_labels: Tensor | None = None) -> Tensor:
+    """:func:`marginal_term` on the clips' local optical flow instead of their colour channels:
+    at each scale of :func:`dyntex.opticalflow.flow_pyramid`, the flow's projections on
+    ``DIRECTIONS`` directions and its magnitude against the observed clips' (1-D optimal
+    transport between the flow distributions), so the generator is pulled to the video's speeds
+    and directions of motion. Each scale's term is divided by f^2 (its flow is in full-resolution
+    pixels, f times its own), the sum by the number of views per scale."""
+    with torch.no_grad():
+        reference = flow_pyramid(observed)
+    total = y.new_zeros(())
+    for f, mine, theirs in zip(SCALES, flow_pyramid(y), reference):
+        total = total + marginal_term(mine, theirs, y_labels, observed_labels) / f ** 2
+    return total / (DIRECTIONS + 1)
+
+
 def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Generator | None = None,
                          scale: float = 1.0, after_generator: Callable[[], None] | None = None,
                          labels: Tensor | None = None) -> Tensor:
@@ -344,6 +361,9 @@ def accumulate_gradients(model: CoopNets, observed: Tensor, generator: torch.Gen
         gen_loss = (y_rev - y_gen_fit).pow(2).flatten(1).sum(1).mean() / (2 * cfg.gen_sigma ** 2)
         if cfg.marginal_weight:        # not in the paper: the observed value distributions
             gen_loss = gen_loss + cfg.marginal_weight * marginal_term(
+                y_gen_fit, observed, chain_labels, labels) / (2 * cfg.gen_sigma ** 2)
+        if cfg.flow_weight:            # not in the paper: the observed local flow's distribution
+            gen_loss = gen_loss + cfg.flow_weight * flow_term(
                 y_gen_fit, observed, chain_labels, labels) / (2 * cfg.gen_sigma ** 2)
         (gen_loss * scale).backward()
         return gen_loss

@@ -167,7 +167,8 @@ def coop_description(st: Settings) -> str:
 _ADDED_SETTINGS = {"labels": "", "persistent": 0, "noise_weight": 0.2, "fine_channels": 0,
                    "colour_sigma": 0.0, "fine_upsample": "transposed", "chroma_sigma": 0.0,
                    "data_noise": 0.0, "noise_flow": 0.0,
-                   "noise_flow_field": "local", "marginal_weight": 0.0}
+                   "noise_flow_field": "local", "marginal_weight": 0.0,
+                   "flow_weight": 0.0}
 
 
 def _config_key(cfg) -> dict[str, Any]:

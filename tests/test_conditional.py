@@ -121,8 +121,8 @@ def test_conditional_run_resumes(conditional_run: Path, two_textures: Path, tmp_
 
 
 def test_quality_preset_trains_a_conditional_model(two_textures: Path, tmp_path: Path) -> None:
-    """The quality preset's value-distribution term (marginal_weight) works per class, so
-    ``--conditional`` needs no other preset."""
+    """The quality preset's value- and flow-distribution terms (marginal_weight, flow_weight)
+    work per class, so ``--conditional`` needs no other preset."""
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps({**SMALL, "iters": 2, "fine_channels": 4}))
     r = CliRunner().invoke(main, ["train", str(two_textures), "--conditional", "--config",
@@ -130,7 +130,8 @@ def test_quality_preset_trains_a_conditional_model(two_textures: Path, tmp_path:
                                   "-q"])
     assert r.exit_code == 0, r.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["labels"] == "blue,red" and saved["marginal_weight"] > 0
+    assert saved["labels"] == "blue,red" and saved["marginal_weight"] > 0 \
+        and saved["flow_weight"] > 0
 
 
 def test_conditional_networks_need_labels_and_the_multiscale_arch() -> None:

@@ -6,6 +6,7 @@ import torch
 
 from dyntex.config import make_config
 from dyntex.coop import CoopNets, Optimizers, train_step
+from dyntex.opticalflow import flow_values
 
 
 def _stripes(frames=8, size=16):
@@ -67,6 +68,21 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
             mine, theirs = y_fit[i, c].flatten().sort().values, observed[:, c].flatten().sort().values
             ranks = torch.linspace(0, len(theirs) - 1, len(mine)).round().long()
             marginal = marginal + ((mine - theirs[ranks]) ** 2).sum()
+    # flow_weight: the same on each clip's local-flow views (projections, magnitude) at full
+    # resolution (every second pixel) and on f x f block means (f = 2, 4; every pixel, the flow
+    # times f), each scale's sum over f^2, all averaged over the views
+    flow = 0.0
+    for f in (1, 2, 4) if cfg.flow_weight else ():
+        def pooled(v):
+            b, c, t, h, w = v.shape
+            return v.reshape(b, c, t, h // f, f, w // f, f).mean(dim=(4, 6))
+        theirs_all = flow_values(pooled(observed), stride=2 if f == 1 else 1) * f
+        for i in range(cfg.chains):
+            mine_all = flow_values(pooled(y_fit[i:i + 1]), stride=2 if f == 1 else 1)[0] * f
+            for k in range(len(mine_all)):
+                mine, theirs = mine_all[k].sort().values, theirs_all[:, k].flatten().sort().values
+                ranks = torch.linspace(0, len(theirs) - 1, len(mine)).round().long()
+                flow = flow + ((mine - theirs[ranks]) ** 2).sum() / len(mine_all) / f ** 2
     # data_noise: the observed clips the descriptor sees get fresh N(0, data_noise^2) noise
     if cfg.data_noise:
         observed = observed + cfg.data_noise * torch.randn(observed.shape, generator=g)
@@ -75,7 +91,8 @@ def _algorithm_1(model, observed, seed, lr_des, lr_gen):
     d_grads = torch.autograd.grad(des_loss, list(des.parameters()))
     # G2 (Eq. 17): descend mean_i |Y~_i - g(X_i)|^2 / (2 sigma^2)
     gen_loss = (sum(((y[i] - y_fit[i]) ** 2).sum() for i in range(cfg.chains))
-                + cfg.marginal_weight * marginal) / cfg.chains / (2 * sigma ** 2)
+                + cfg.marginal_weight * marginal + cfg.flow_weight * flow) / cfg.chains \
+        / (2 * sigma ** 2)
     g_grads = torch.autograd.grad(gen_loss, list(gen.parameters()))
     with torch.no_grad():
         for params, grads, lr in ((des.parameters(), d_grads, lr_des), (gen.parameters(), g_grads, lr_gen)):
@@ -95,7 +112,8 @@ MULTISCALE = dict(arch="multiscale", layout_channels=2, frame_bias="mean", motio
     ("multiscale", 16, 16, 0, MULTISCALE), ("multiscale", 16, 16, 2, MULTISCALE),
     ("multiscale", 16, 16, 0, {**MULTISCALE, "persistent": 2}),
     ("multiscale", 16, 16, 2, {**MULTISCALE, "data_noise": 0.05}),
-    ("multiscale", 16, 16, 0, {**MULTISCALE, "marginal_weight": 0.5, "chains": 2})])
+    ("multiscale", 16, 16, 0, {**MULTISCALE, "marginal_weight": 0.5, "chains": 2}),
+    ("multiscale", 16, 16, 0, {**MULTISCALE, "flow_weight": 0.5, "chains": 2})])
 def test_train_step_is_algorithm_1(arch, frames, size, infer_steps, extra):
     """train_step (fast formulations, steps inside the backward pass) against the written-out
     iteration: both losses and every network's update (SGD, so the update is the gradient)."""

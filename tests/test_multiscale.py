@@ -379,6 +379,7 @@ def test_a_config_saved_before_des_fine_channels_keeps_both_full_resolution_stag
      "'noise_flow_field' must be one of local, global"),
     ({"noise_flow_field": "global"}, "'noise_flow_field' shapes the noise flow"),
     ({"marginal_weight": -1.0}, "'marginal_weight' must be 0 or a positive number"),
+    ({"flow_weight": -0.01}, "'flow_weight' must be 0 or a positive number"),
 ])
 def test_standard_preset_settings_that_cannot_build_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
