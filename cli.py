@@ -73,7 +73,7 @@ def _training_options(f):
                      help="Starting settings: quality (default: stationary multi-scale "
                           "networks fitted to the clip's colours, ~9 min a clip on a 2-core "
                           "CPU), standard (the same networks without a full-resolution stage, "
-                          "about 0.6x the time, blurrier), fast (an earlier, quicker "
+                          "about 0.55x the time, blurrier), fast (an earlier, quicker "
                           "default), paper (the authors' exact Exp. 7 networks, 64 x 128^2), "
                           "tiny (smoke tests)."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -216,7 +216,7 @@ def recover(video: Path, mask: Path | None, occlude: str | None, out: Path, run_
               type=click.Path(path_type=Path))
 @click.option("--preset", type=click.Choice(sorted(p for p in PRESETS if p != "tiny")),
               default=DEFAULT_PRESET, show_default=True,
-              help="standard: the earlier default, about 0.6x the time, softer waves.")
+              help="standard: the earlier default, about 0.55x the time, softer waves.")
 @click.option("--iters", type=int, default=None, help="Training iterations (default: the preset's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

@@ -138,7 +138,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # standard + a full-resolution generator stage, a wider reference with anchored colours,
     # fine noise moved by one learned velocity, and the generator fitted to the observed value
     # and local-flow distributions: better texture statistics on the nine shared clips, lower
-    # PSNR / SSIM, about 1.75x the time per iteration (docs/quality.md, fourteenth, sixteenth
+    # PSNR / SSIM, about 1.8x the time per iteration (docs/quality.md, fourteenth, sixteenth
     # and eighteenth rounds).
     "quality": {**_STANDARD, "fine_channels": 16, "fine_upsample": "bilinear", "ref_sigma": 0.1,
                 "step_size": 0.004, "colour_sigma": 0.032, "chroma_sigma": 0.032,
