@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dyntex.opticalflow import flow_values, lucas_kanade
+from dyntex.opticalflow import SCALES, flow_pyramid, flow_values, lucas_kanade
 
 
 def drifting(velocity: tuple[float, float], frames: int = 6, side: int = 32, seed: int = 0
@@ -55,7 +55,6 @@ def test_flow_values_project_on_directions_and_are_differentiable():
 
 
 def test_flow_pyramid_reads_the_same_motion_in_full_resolution_pixels_at_every_scale():
-    from dyntex.opticalflow import SCALES, flow_pyramid
     y = drifting((1.0, 0.0))
     views = flow_pyramid(y)
     assert len(views) == len(SCALES) == 3
